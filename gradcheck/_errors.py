@@ -1,0 +1,181 @@
+"""The errors gradcheck raises. Every one a user can trigger is a subclass of GradcheckError.
+
+Messages read: what was checked -> what was observed -> likely cause -> what to try.
+Kernel faults also subclass AssertionError, so pytest reports them as test failures.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+
+class GradcheckError(Exception):
+    """Base class of every error gradcheck raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(GradcheckError, ValueError):
+    """The caller passed something gradcheck cannot use (exit code 2)."""
+
+    exit_code = 2
+
+
+class KernelNotFound(UsageError, LookupError):
+    """get_function() named a kernel that the module does not define."""
+
+    def __init__(self, name: str, available: Sequence[str], hint: str = "") -> None:
+        self.name = name
+        self.available = tuple(available)
+        close = suggest(name, self.available)
+        parts = [f"no kernel named {name!r} in this module."]
+        if close:
+            parts.append(f"Did you mean {' or '.join(repr(c) for c in close)}?")
+        if self.available:
+            parts.append(f"Kernels it defines: {', '.join(self.available)}.")
+        else:
+            parts.append("The module defines no __global__ function.")
+        if hint:
+            parts.append(hint)
+        super().__init__(" ".join(parts))
+
+
+class BackendUnavailable(GradcheckError):
+    """The requested backend cannot run here (exit code 3)."""
+
+    exit_code = 3
+
+
+class CompileError(GradcheckError):
+    """A compiler rejected the kernel source (exit code 3). Carries the full command and output."""
+
+    exit_code = 3
+
+    def __init__(
+        self,
+        summary: str,
+        *,
+        compiler: str,
+        command: Sequence[str],
+        stdout: str = "",
+        stderr: str = "",
+    ) -> None:
+        self.summary = summary
+        self.compiler = compiler
+        self.command = tuple(command)
+        self.stdout = stdout
+        self.stderr = stderr
+        tail = stderr.strip() or stdout.strip()
+        if len(tail) > 6000:
+            tail = "...\n" + tail[-6000:]
+        msg = f"{summary}\n  command: {' '.join(self.command)}"
+        if tail:
+            msg += "\n" + "\n".join("  | " + line for line in tail.splitlines())
+        super().__init__(msg)
+
+
+class LaunchError(GradcheckError):
+    """A kernel could not be launched at all (exit code 3): bad geometry, worker failure."""
+
+    exit_code = 3
+
+
+class KernelFault(GradcheckError, AssertionError):
+    """The kernel did something a correct kernel never does while it ran (a kernel bug).
+
+    ``kind`` names the fault: ``out-of-bounds``, ``barrier-divergence``, ``warp-collective``,
+    ``timeout``, ``crash``, ``device-assert``, ``arithmetic``, ``stack-overflow``.
+    """
+
+    kind = "fault"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kernel: str = "",
+        block: tuple[int, int, int] | None = None,
+        thread: tuple[int, int, int] | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.block = block
+        self.thread = thread
+        super().__init__(message)
+
+
+class OutOfBounds(KernelFault):
+    """A read or write outside the kernel argument's buffer."""
+
+    kind = "out-of-bounds"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kernel: str = "",
+        arg_index: int | None = None,
+        arg_name: str = "",
+        access: str = "",
+        offset_bytes: int | None = None,
+        block: tuple[int, int, int] | None = None,
+        thread: tuple[int, int, int] | None = None,
+    ) -> None:
+        self.arg_index = arg_index
+        self.arg_name = arg_name
+        self.access = access
+        self.offset_bytes = offset_bytes
+        super().__init__(message, kernel=kernel, block=block, thread=thread)
+
+
+class BarrierDivergence(KernelFault):
+    """Threads of a block disagreed on __syncthreads(): some exited or waited elsewhere."""
+
+    kind = "barrier-divergence"
+
+
+class WarpCollectiveError(KernelFault):
+    """A __shfl/__ballot/__syncwarp named lanes that cannot take part."""
+
+    kind = "warp-collective"
+
+
+class KernelTimeout(KernelFault):
+    """A launch did not finish in time: a barrier nobody reaches or an endless loop."""
+
+    kind = "timeout"
+
+
+class KernelCrash(KernelFault):
+    """The kernel killed the process it ran in (the caller keeps running)."""
+
+    kind = "crash"
+
+
+class DeviceAssert(KernelFault):
+    """A device-side assert() failed."""
+
+    kind = "device-assert"
+
+
+class ArithmeticFault(KernelFault):
+    """An integer division by zero or similar trap."""
+
+    kind = "arithmetic"
+
+
+class StackOverflow(KernelFault):
+    """A CUDA thread ran past the end of its stack."""
+
+    kind = "stack-overflow"
+
+
+class ScheduleDependentOutput(KernelFault):
+    """The same launch gave different outputs under different thread schedules (a race)."""
+
+    kind = "schedule-dependent"
+
+
+def suggest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """Close matches of ``name`` among ``choices``, best first."""
+    return difflib.get_close_matches(name, list(choices), n=n, cutoff=0.6)

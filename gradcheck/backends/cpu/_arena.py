@@ -1,0 +1,119 @@
+"""The memory one launch sees: every buffer between guard pages, with canaries in the slack.
+
+The arena is a memfd shared with the launch worker. This side copies inputs in, poisons outputs and
+reads results; the worker protects the guard pages in its own mapping, so an access past a buffer
+faults there. ``align="end"`` puts each buffer's last byte against the following guard page (an
+access one element past the end faults); ``align="start"`` puts its first byte after the preceding
+guard page (an access before the start faults). The slack on the other side holds canary bytes:
+a write there is found after the launch.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..._launch import poison_fill
+
+PAGE = mmap.PAGESIZE
+CANARY = 0xA5
+STATUS_BYTES = 8 + 64 * 24  # cudacpu_status in gradcheck_cpu_abi.h
+Align = Literal["end", "start"]
+
+
+@dataclass
+class Slot:
+    """Where one array argument lives in the arena."""
+
+    arg_index: int
+    offset: int  # of the first data byte
+    nbytes: int
+    itemsize: int
+    region: tuple[int, int]  # the pages between the two guard pages
+    guards: tuple[int, int]
+
+
+class Arena:
+    def __init__(self, arrays: list[tuple[int, np.ndarray, str]], align: Align) -> None:
+        """``arrays``: (argument index, array, direction) for each array argument."""
+        self.slots: list[Slot] = []
+        pos = -(-STATUS_BYTES // PAGE) * PAGE
+        guards: list[int] = []
+        for index, array, _ in arrays:
+            lead = pos
+            pages = max(1, -(-array.nbytes // PAGE))
+            start = lead + PAGE
+            end = start + pages * PAGE
+            # Keep the element alignment: data never straddles a partial element.
+            offset = end - array.nbytes if align == "end" else start
+            self.slots.append(
+                Slot(index, offset, array.nbytes, array.itemsize, (start, end), (lead, end))
+            )
+            guards.append(lead)
+            pos = end
+        guards.append(pos)
+        self.guard_pages = sorted(set(guards))
+        self.size = pos + PAGE
+        self.fd = os.memfd_create("gradcheck-launch", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, self.size)
+        self.mm = mmap.mmap(self.fd, self.size)
+        for slot, (_, array, direction) in zip(self.slots, arrays, strict=True):
+            a, b = slot.region
+            self.mm[a : slot.offset] = bytes([CANARY]) * (slot.offset - a)
+            self.mm[slot.offset + slot.nbytes : b] = bytes([CANARY]) * (b - slot.offset - slot.nbytes)
+            view = self.view(slot, array)
+            if direction == "out":
+                poison_fill(view)
+            else:
+                view[...] = array
+            del view
+
+    def view(self, slot: Slot, like: np.ndarray) -> np.ndarray:
+        return np.frombuffer(self.mm, dtype=like.dtype, count=like.size, offset=slot.offset).reshape(
+            like.shape
+        )
+
+    def canary_damage(self, slot: Slot) -> tuple[int, int] | None:
+        """Bytes written outside the buffer: (bytes before the start, bytes past the end) reached."""
+        a, b = slot.region
+        before = np.frombuffer(self.mm, np.uint8, slot.offset - a, a)
+        after_start = slot.offset + slot.nbytes
+        after = np.frombuffer(self.mm, np.uint8, b - after_start, after_start)
+        bad_before = np.flatnonzero(before != CANARY)
+        bad_after = np.flatnonzero(after != CANARY)
+        if not bad_before.size and not bad_after.size:
+            return None
+        reach_before = int(len(before) - bad_before[0]) if bad_before.size else 0
+        reach_after = int(bad_after[-1] + 1) if bad_after.size else 0
+        return reach_before, reach_after
+
+    def locate(self, offset: int) -> tuple[Slot, int] | None:
+        """Which argument an out-of-bounds arena offset belongs to, and its byte offset from the
+        buffer's start (negative before the start, >= nbytes past the end)."""
+        for slot in self.slots:
+            lead, trail = slot.guards
+            if lead <= offset < trail + PAGE and not slot.offset <= offset < slot.offset + slot.nbytes:
+                return slot, offset - slot.offset
+        return None
+
+    def status(self) -> tuple[int, list[tuple[int, int]]]:
+        """(blocks done, [(block, thread) per busy OS thread]) as the runtime last published them."""
+        done, nworkers = struct.unpack_from("<II", self.mm, 0)
+        busy = []
+        for w in range(min(nworkers, 64)):
+            block, thread = struct.unpack_from("<II", self.mm, 8 + 24 * w)
+            if block != 0xFFFFFFFF:
+                busy.append((block, thread))
+        return done, busy
+
+    def close(self) -> None:
+        try:
+            self.mm.close()
+        except BufferError:  # a numpy view is still alive; the mapping goes with it
+            pass
+        os.close(self.fd)

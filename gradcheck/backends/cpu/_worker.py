@@ -1,0 +1,194 @@
+"""The cpu backend's launch worker: a separate process that loads kernel libraries and runs launches.
+
+A kernel that crashes or hangs takes down this process, never the caller. It imports the standard
+library only (it is started with ``python -I -S``), so it starts in milliseconds. The caller sends
+one JSON request per SOCK_SEQPACKET message, with the launch's memory (a memfd) attached; buffers
+sit between guard pages that this process protects in its own mapping.
+
+The ctypes structures mirror native/gradcheck_cpu_abi.h.
+"""
+
+import ctypes
+import ctypes.util
+import json
+import os
+import socket
+import sys
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+PROT_NONE, PROT_RW, MAP_SHARED = 0, 3, 1
+ABI_VERSION = 1
+
+
+class Param(ctypes.Structure):
+    _fields_ = [
+        ("is_pointer", ctypes.c_uint8),
+        ("code", ctypes.c_char),
+        ("is_const", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("size", ctypes.c_uint32),
+    ]
+
+
+class Kernel(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("params", ctypes.c_char_p),
+        ("fn", ctypes.c_void_p),
+        ("body", ctypes.c_void_p),
+        ("nparams", ctypes.c_int32),
+        ("types", ctypes.POINTER(Param)),
+    ]
+
+
+class Launch(ctypes.Structure):
+    _fields_ = [
+        ("grid", ctypes.c_uint32 * 3),
+        ("block", ctypes.c_uint32 * 3),
+        ("shared_bytes", ctypes.c_uint64),
+        ("stack_bytes", ctypes.c_uint64),
+        ("schedule", ctypes.c_int32),
+        ("seed", ctypes.c_uint32),
+        ("workers", ctypes.c_int32),
+        ("strict", ctypes.c_int32),
+        ("poison_shared", ctypes.c_int32),
+        ("status", ctypes.c_void_p),
+        ("fault_kind", ctypes.c_int32),
+        ("fault_signal", ctypes.c_int32),
+        ("fault_write", ctypes.c_int32),
+        ("fault_addr", ctypes.c_uint64),
+        ("fault_block", ctypes.c_uint32 * 3),
+        ("fault_thread", ctypes.c_uint32 * 3),
+        ("message", ctypes.c_char * 2048),
+    ]
+
+
+class DlInfo(ctypes.Structure):
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
+
+
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo)]
+
+libraries = {}
+
+
+def load(path):
+    if path not in libraries:
+        lib = ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_LOCAL)
+        lib.cudacpu_abi_version.restype = ctypes.c_int
+        if lib.cudacpu_abi_version() != ABI_VERSION:
+            raise RuntimeError(f"{path} was built for another runtime ABI")
+        n = ctypes.c_int(0)
+        lib.cudacpu_kernels.restype = ctypes.POINTER(Kernel)
+        lib.cudacpu_kernels.argtypes = [ctypes.POINTER(ctypes.c_int)]
+        table = lib.cudacpu_kernels(ctypes.byref(n))
+        lib.cudacpu_launch.restype = ctypes.c_int
+        lib.cudacpu_launch.argtypes = [ctypes.c_void_p, ctypes.POINTER(Launch), ctypes.c_void_p]
+        libraries[path] = (lib, table, n.value)
+    lib, table, n = libraries[path]
+    kernels = []
+    for i in range(n):
+        k = table[i]
+        info = DlInfo()
+        symbol = None
+        if libc.dladdr(k.fn, ctypes.byref(info)) and info.dli_sname and info.dli_saddr == k.fn:
+            symbol = info.dli_sname.decode()
+        params = [
+            {
+                "is_pointer": bool(k.types[j].is_pointer),
+                "code": k.types[j].code.decode(),
+                "is_const": bool(k.types[j].is_const),
+                "size": k.types[j].size,
+            }
+            for j in range(k.nparams)
+        ]
+        kernels.append(
+            {"name": k.name.decode(), "params": k.params.decode(), "symbol": symbol, "types": params}
+        )
+    return {"ok": True, "kernels": kernels}
+
+
+def launch(req, fd):
+    lib, table, n = libraries[req["library"]]
+    size = req["arena_bytes"]
+    base = libc.mmap(None, size, PROT_RW, MAP_SHARED, fd, 0)
+    if base in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap of the launch arena failed")
+    try:
+        for off in req["guard_pages"]:
+            if libc.mprotect(base + off, PAGE, PROT_NONE) != 0:
+                raise OSError(ctypes.get_errno(), "mprotect of a guard page failed")
+        keep = []
+        for a in req["args"]:
+            if a["kind"] == "buffer":
+                keep.append(ctypes.c_void_p(base + a["offset"]))
+            else:
+                keep.append(ctypes.create_string_buffer(bytes.fromhex(a["bytes"]), max(8, len(a["bytes"]) // 2)))
+        argv = (ctypes.c_void_p * max(1, len(keep)))(*[ctypes.addressof(k) for k in keep])
+        L = Launch()
+        L.grid[:] = req["grid"]
+        L.block[:] = req["block"]
+        L.shared_bytes = req["shared"]
+        L.stack_bytes = req["stack_bytes"]
+        L.schedule = req["schedule"]
+        L.seed = req["seed"]
+        L.workers = req["workers"]
+        L.strict = int(req["strict"])
+        L.poison_shared = int(req["poison_shared"])
+        L.status = base + req["status_offset"]
+        entry = ctypes.addressof(table[req["index"]])
+        rc = lib.cudacpu_launch(entry, ctypes.byref(L), argv)
+        addr = L.fault_addr
+        return {
+            "ok": True,
+            "rc": rc,
+            "kind": L.fault_kind,
+            "signal": L.fault_signal,
+            "write": L.fault_write,
+            "addr": addr,
+            "arena_offset": addr - base if base <= addr < base + size else None,
+            "block": list(L.fault_block),
+            "thread": list(L.fault_thread),
+            "message": L.message.decode(errors="replace"),
+        }
+    finally:
+        libc.munmap(base, size)
+
+
+def main():
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
+        except (ConnectionError, OSError):
+            return
+        if not msg:
+            return
+        try:
+            req = json.loads(msg)
+            if req["op"] == "load":
+                reply = load(req["library"])
+            elif req["op"] == "launch":
+                reply = launch(req, fds[0])
+            else:
+                reply = {"ok": False, "error": f"unknown request {req['op']!r}"}
+        except Exception as exc:  # reported to the caller, which raises a named error
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        sock.send(json.dumps(reply).encode())
+
+
+if __name__ == "__main__":
+    main()
