@@ -412,6 +412,7 @@ class CpuFunction:
                 if n:
                     with np.errstate(invalid="ignore", over="ignore"):
                         d = np.abs(base.astype(np.float64) - other.astype(np.float64))
+                    d[np.isnan(d)] = np.inf  # NaN in one schedule only: as different as it gets
                     first = tuple(int(x) for x in np.unravel_index(int(np.argmax(differ)), base.shape))
                     diffs.append(
                         ScheduleDifference(
@@ -420,7 +421,7 @@ class CpuFunction:
                             (launches[0].schedule, launches[k].schedule),
                             n,
                             base.size,
-                            float(np.nanmax(np.where(differ, d, 0.0))),
+                            float(np.max(np.where(differ, d, 0.0))),
                             first,
                         )
                     )

@@ -183,6 +183,16 @@ def _first_error(stderr: str) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
+def _discard(cu_dir: Path, proc: subprocess.Popen[str] | None) -> None:
+    """Stop an nvcc run that is no longer needed and remove its scratch directory."""
+    if proc is not None:
+        proc.kill()
+        proc.communicate()
+    for f in cu_dir.iterdir():
+        f.unlink()
+    cu_dir.rmdir()
+
+
 def build(
     source: Source,
     *,
@@ -252,7 +262,7 @@ def build(
         r = _run(cmd)
         if r.returncode:
             if nvcc_job:
-                nvcc_job[2].kill()
+                _discard(nvcc_job[0], nvcc_job[2])
             raise CompileError(
                 f"g++ could not compile {source.display_name}: {_first_error(r.stderr)}",
                 compiler=cxx,
@@ -268,9 +278,7 @@ def build(
     if nvcc_job is not None:
         cu_dir, cmd, proc = nvcc_job
         out, err = proc.communicate()
-        for f in cu_dir.iterdir():
-            f.unlink()
-        cu_dir.rmdir()
+        _discard(cu_dir, None)
         if proc.returncode:
             raise CompileError(
                 f"g++ accepts {source.display_name} but nvcc rejects it for "
