@@ -13,24 +13,65 @@ machine through an emulator that hunts the bugs a GPU hides (``cpu`` backend)::
 
 from ._errors import (
     ArithmeticFault as ArithmeticFault,
+)
+from ._errors import (
     BackendUnavailable as BackendUnavailable,
+)
+from ._errors import (
     BarrierDivergence as BarrierDivergence,
+)
+from ._errors import (
     CompileError as CompileError,
+)
+from ._errors import (
     DeviceAssert as DeviceAssert,
+)
+from ._errors import (
     GradcheckError as GradcheckError,
+)
+from ._errors import (
     KernelCrash as KernelCrash,
+)
+from ._errors import (
     KernelFault as KernelFault,
+)
+from ._errors import (
     KernelNotFound as KernelNotFound,
+)
+from ._errors import (
     KernelTimeout as KernelTimeout,
+)
+from ._errors import (
     LaunchError as LaunchError,
+)
+from ._errors import (
     OutOfBounds as OutOfBounds,
+)
+from ._errors import (
     ScheduleDependentOutput as ScheduleDependentOutput,
+)
+from ._errors import (
     StackOverflow as StackOverflow,
+)
+from ._errors import (
     UsageError as UsageError,
+)
+from ._errors import (
     WarpCollectiveError as WarpCollectiveError,
 )
-from ._launch import In as In, InOut as InOut, Launch as Launch, Out as Out
-from .backends import SourceModule as SourceModule, cpu_status as cpu_status, cuda_status as cuda_status
+from ._launch import In as In
+from ._launch import InOut as InOut
+from ._launch import Launch as Launch
+from ._launch import Out as Out
+from .backends import (
+    SourceModule as SourceModule,
+)
+from .backends import (
+    cpu_status as cpu_status,
+)
+from .backends import (
+    cuda_status as cuda_status,
+)
 
 __version__ = "0.1.0"
 

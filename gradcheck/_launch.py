@@ -130,7 +130,9 @@ def normalize_dims(value: object, what: str, limits: tuple[int, int, int]) -> tu
     out += [1] * (3 - len(out))
     for axis, d, lim in zip("xyz", out, limits, strict=True):
         if d > lim:
-            raise UsageError(f"{what}={value!r}: the {axis} dimension {d} exceeds CUDA's limit {lim}.")
+            raise UsageError(
+                f"{what}={value!r}: the {axis} dimension {d} exceeds CUDA's limit {lim}."
+            )
     return out[0], out[1], out[2]
 
 

@@ -38,7 +38,9 @@ def cuda_status() -> BackendStatus:
     try:
         drv.init()
         count = drv.Device.count()
-    except Exception as exc:  # PyCUDA raises its own RuntimeError/LogicError subclasses of drv.Error
+    except (
+        Exception
+    ) as exc:  # PyCUDA raises its own RuntimeError/LogicError subclasses of drv.Error
         return BackendStatus("cuda", False, f"the CUDA driver reports no usable device ({exc})")
     if count == 0:
         return BackendStatus("cuda", False, "the CUDA driver sees 0 devices")
@@ -67,7 +69,7 @@ def cpu_status() -> BackendStatus:
             False,
             f"the C++ compiler {cxx!r} is not on PATH (install g++ 11 or newer, or set GRADCHECK_CXX)",
         )
-    if not os.uname().sysname == "Linux":
+    if os.uname().sysname != "Linux":
         return BackendStatus("cpu", False, "the cpu backend runs on Linux only")
     version = compiler_version(path)
     return BackendStatus("cpu", True, detail=version)

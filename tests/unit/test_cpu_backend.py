@@ -57,9 +57,7 @@ def ce_reference(x: np.ndarray, t: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def test_source_text_pycuda_style_wraps_in_extern_c() -> None:
-    mod = gc.SourceModule(
-        "__global__ void twice(float* x) { x[threadIdx.x] *= 2; }", backend="cpu"
-    )
+    mod = gc.SourceModule("__global__ void twice(float* x) { x[threadIdx.x] *= 2; }", backend="cpu")
     assert mod.backend == "cpu"
     x = np.arange(4, dtype=np.float32)
     assert mod.get_function("twice")(gc.InOut(x), block=(4, 1, 1)) is None
@@ -203,7 +201,9 @@ def test_scalars_of_every_width(features: CpuSourceModule) -> None:
 def test_missing_barrier_is_schedule_dependent(bugs: CpuSourceModule) -> None:
     x = np.random.default_rng(2).standard_normal(4 * 256).astype(np.float32)
     args = (gc.In(x), gc.Out(np.zeros(4, np.float32)))
-    report = bugs.get_function("missing_barrier").compare_schedules(*args, block=(256, 1, 1), grid=(4, 1))
+    report = bugs.get_function("missing_barrier").compare_schedules(
+        *args, block=(256, 1, 1), grid=(4, 1)
+    )
     assert not report.consistent
     with pytest.raises(gc.ScheduleDependentOutput, match="missing __syncthreads"):
         report.raise_if_inconsistent()
@@ -227,11 +227,25 @@ def test_write_one_past_the_end_names_argument_block_and_thread(bugs: CpuSourceM
 def test_read_past_the_row_when_vocab_is_below_the_block_size(bugs: CpuSourceModule) -> None:
     f = bugs.get_function("read_past_small_vocab")
     ok = np.zeros(2, np.float32)
-    f(gc.In(np.ones((2, 256), np.float32)), gc.Out(ok), np.int32(256), block=(256, 1, 1), grid=(2, 1))
+    f(
+        gc.In(np.ones((2, 256), np.float32)),
+        gc.Out(ok),
+        np.int32(256),
+        block=(256, 1, 1),
+        grid=(2, 1),
+    )
     assert ok.tolist() == [1.0, 1.0]
     # Row 0 silently reads row 1; the first read past the whole buffer is caught.
-    with pytest.raises(gc.OutOfBounds, match=r"read in read_past_small_vocab: block \(0,0,0\) thread \(100"):
-        f(gc.In(np.ones((2, 50), np.float32)), gc.Out(ok), np.int32(50), block=(256, 1, 1), grid=(2, 1))
+    with pytest.raises(
+        gc.OutOfBounds, match=r"read in read_past_small_vocab: block \(0,0,0\) thread \(100"
+    ):
+        f(
+            gc.In(np.ones((2, 50), np.float32)),
+            gc.Out(ok),
+            np.int32(50),
+            block=(256, 1, 1),
+            grid=(2, 1),
+        )
 
 
 def test_write_before_the_start(bugs: CpuSourceModule) -> None:
@@ -255,7 +269,9 @@ def test_unwritten_outputs_are_poison_and_counted(bugs: CpuSourceModule) -> None
 
 def test_reading_unwritten_shared_memory_gives_nan(bugs: CpuSourceModule) -> None:
     y = np.zeros(256, np.float32)
-    bugs.get_function("uninit_shared")(gc.In(np.ones(128, np.float32)), gc.Out(y), block=(256, 1, 1))
+    bugs.get_function("uninit_shared")(
+        gc.In(np.ones(128, np.float32)), gc.Out(y), block=(256, 1, 1)
+    )
     assert np.all(y[:128] == 1)
     assert np.isnan(y[128:]).all()  # exactly the half that was never written
 
@@ -263,7 +279,7 @@ def test_reading_unwritten_shared_memory_gives_nan(bugs: CpuSourceModule) -> Non
 def test_early_exit_before_barrier(bugs: CpuSourceModule) -> None:
     f = bugs.get_function("early_exit_barrier")
     y = np.zeros(256, np.float32)
-    with pytest.raises(gc.BarrierDivergence, match="56 threads returned .* 200 threads wait"):
+    with pytest.raises(gc.BarrierDivergence, match=r"56 threads returned .* 200 threads wait"):
         f(gc.InOut(y), np.int32(200), block=(256, 1, 1))
     f(gc.InOut(y), np.int32(200), block=(256, 1, 1), strict=False)
     assert y[0] == 199
@@ -275,13 +291,15 @@ def test_barriers_at_different_call_sites(bugs: CpuSourceModule) -> None:
 
 
 def test_shuffle_naming_exited_lanes(bugs: CpuSourceModule) -> None:
-    with pytest.raises(gc.WarpCollectiveError, match="names lane 16 .* already returned"):
+    with pytest.raises(gc.WarpCollectiveError, match=r"names lane 16 .* already returned"):
         bugs.get_function("shfl_after_exit")(gc.Out(np.zeros(32, np.float32)), block=(32, 1, 1))
 
 
 def test_device_assert_and_division_by_zero(bugs: CpuSourceModule) -> None:
     with pytest.raises(gc.DeviceAssert, match=r"`n > 1000` at .*bugs.cu:\d+"):
-        bugs.get_function("device_assert")(gc.Out(np.zeros(4, np.float32)), np.int32(5), block=(4, 1, 1))
+        bugs.get_function("device_assert")(
+            gc.Out(np.zeros(4, np.float32)), np.int32(5), block=(4, 1, 1)
+        )
     with pytest.raises(gc.ArithmeticFault, match="division by zero"):
         bugs.get_function("int_div")(
             gc.In(np.ones(4, np.int32)), gc.Out(np.zeros(4, np.int32)), np.int32(0), block=(4, 1, 1)
@@ -290,20 +308,26 @@ def test_device_assert_and_division_by_zero(bugs: CpuSourceModule) -> None:
 
 def test_stack_overflow(bugs: CpuSourceModule) -> None:
     with pytest.raises(gc.StackOverflow, match="more than its 65536-byte stack"):
-        bugs.get_function("stack_overflow")(gc.Out(np.zeros(2, np.int32)), np.int32(10_000), block=(2, 1, 1))
+        bugs.get_function("stack_overflow")(
+            gc.Out(np.zeros(2, np.int32)), np.int32(10_000), block=(2, 1, 1)
+        )
 
 
 def test_hang_times_out_and_caller_keeps_running(bugs: CpuSourceModule) -> None:
     t0 = time.monotonic()
     with pytest.raises(gc.KernelTimeout, match=r"block \(0,0,0\) was running thread \(3,0,0\)"):
-        bugs.get_function("spin_forever")(gc.In(np.zeros(1, np.float32)), block=(64, 1, 1), timeout=1.0)
+        bugs.get_function("spin_forever")(
+            gc.In(np.zeros(1, np.float32)), block=(64, 1, 1), timeout=1.0
+        )
     assert time.monotonic() - t0 < 20
     test_unwritten_outputs_are_poison_and_counted(bugs)  # the next launch works
 
 
 def test_wild_pointer_is_reported_with_block_and_thread(bugs: CpuSourceModule) -> None:
     with pytest.raises(gc.OutOfBounds, match=r"block \(2,0,0\) thread \(5,0,0\) touched address"):
-        bugs.get_function("wild_pointer")(gc.Out(np.zeros(64, np.float32)), block=(64, 1, 1), grid=(4, 1))
+        bugs.get_function("wild_pointer")(
+            gc.Out(np.zeros(64, np.float32)), block=(64, 1, 1), grid=(4, 1)
+        )
 
 
 def test_crash_of_the_worker_leaves_the_caller_running() -> None:
@@ -314,7 +338,9 @@ def test_crash_of_the_worker_leaves_the_caller_running() -> None:
     # abort() is host-only: nvcc would rightly refuse it, so skip the cross-check for this test.
     mod = gc.SourceModule(src, no_extern_c=True, backend="cpu", nvcc_check="off")
     pid = os.getpid()
-    with pytest.raises(gc.KernelCrash, match=r"SIGABRT.*block \(1,0,0\).*your process is unaffected"):
+    with pytest.raises(
+        gc.KernelCrash, match=r"SIGABRT.*block \(1,0,0\).*your process is unaffected"
+    ):
         mod.get_function("crash")(gc.Out(np.zeros(8, np.float32)), block=(8, 1, 1), grid=(2, 1))
     y = np.zeros(8, np.float32)
     mod.get_function("fine")(gc.Out(y), block=(8, 1, 1))
@@ -328,27 +354,67 @@ def test_crash_of_the_worker_leaves_the_caller_running() -> None:
     ("call", "error", "message"),
     [
         (lambda f: f([1.0, 2.0], np.int32(2), block=(2, 1, 1)), gc.UsageError, "is a list"),
-        (lambda f: f(gc.InOut(np.zeros(2)), np.int32(2), block=(2, 1, 1)), gc.UsageError,
-         r"argument 0 \(y\) is `float\*` .* got a float64 array. Convert it: x.astype\(np.float32\)"),
-        (lambda f: f(gc.InOut(np.zeros(2, np.float32)), 2, block=(2, 1, 1)), gc.UsageError,
-         r"argument 1 \(n\) is a Python int .* np.int32\(2\)"),
-        (lambda f: f(gc.InOut(np.zeros(2, np.float32)), np.float32(2), block=(2, 1, 1)), gc.UsageError,
-         r"argument 1 \(n\) is `int` .* Pass np.int32"),
-        (lambda f: f(gc.InOut(np.zeros(2, np.float32)), block=(2, 1, 1)), gc.UsageError,
-         r"takes 2 arguments, got 1"),
-        (lambda f: f(gc.InOut(np.zeros(2, np.float32)), np.int32(2), block=(64, 32, 1)), gc.UsageError,
-         "2048 threads; CUDA allows at most 1024"),
-        (lambda f: f(gc.InOut(np.zeros(2, np.float32)), np.int32(2), block=(2048, 1, 1)), gc.UsageError,
-         "the x dimension 2048 exceeds CUDA's limit 1024"),
-        (lambda f: f(gc.InOut(np.zeros(2, np.float32)), np.int32(2), block=(2, 1, 1), grid=(0, 1)),
-         gc.UsageError, "the x dimension is 0"),
-        (lambda f: f(gc.InOut(np.zeros(2, np.float32)), np.int32(2)), gc.UsageError, "block= is required"),
-        (lambda f: f(gc.InOut(np.zeros(2, np.float32)), np.int32(2), block=(2, 1, 1), shedule="asc"),
-         gc.UsageError, "Did you mean 'schedule'"),
-        (lambda f: f(gc.InOut(np.zeros(2, np.float32)), np.int32(2), block=(2, 1, 1), schedule="rand"),
-         gc.UsageError, "Did you mean 'random'"),
-        (lambda f: f(gc.In(np.zeros((4, 4), np.float32)[:, :2]), np.int32(2), block=(2, 1, 1)),
-         gc.UsageError, "non-contiguous"),
+        (
+            lambda f: f(gc.InOut(np.zeros(2)), np.int32(2), block=(2, 1, 1)),
+            gc.UsageError,
+            r"argument 0 \(y\) is `float\*` .* got a float64 array. Convert it: x.astype\(np.float32\)",
+        ),
+        (
+            lambda f: f(gc.InOut(np.zeros(2, np.float32)), 2, block=(2, 1, 1)),
+            gc.UsageError,
+            r"argument 1 \(n\) is a Python int .* np.int32\(2\)",
+        ),
+        (
+            lambda f: f(gc.InOut(np.zeros(2, np.float32)), np.float32(2), block=(2, 1, 1)),
+            gc.UsageError,
+            r"argument 1 \(n\) is `int` .* Pass np.int32",
+        ),
+        (
+            lambda f: f(gc.InOut(np.zeros(2, np.float32)), block=(2, 1, 1)),
+            gc.UsageError,
+            r"takes 2 arguments, got 1",
+        ),
+        (
+            lambda f: f(gc.InOut(np.zeros(2, np.float32)), np.int32(2), block=(64, 32, 1)),
+            gc.UsageError,
+            "2048 threads; CUDA allows at most 1024",
+        ),
+        (
+            lambda f: f(gc.InOut(np.zeros(2, np.float32)), np.int32(2), block=(2048, 1, 1)),
+            gc.UsageError,
+            "the x dimension 2048 exceeds CUDA's limit 1024",
+        ),
+        (
+            lambda f: f(
+                gc.InOut(np.zeros(2, np.float32)), np.int32(2), block=(2, 1, 1), grid=(0, 1)
+            ),
+            gc.UsageError,
+            "the x dimension is 0",
+        ),
+        (
+            lambda f: f(gc.InOut(np.zeros(2, np.float32)), np.int32(2)),
+            gc.UsageError,
+            "block= is required",
+        ),
+        (
+            lambda f: f(
+                gc.InOut(np.zeros(2, np.float32)), np.int32(2), block=(2, 1, 1), shedule="asc"
+            ),
+            gc.UsageError,
+            "Did you mean 'schedule'",
+        ),
+        (
+            lambda f: f(
+                gc.InOut(np.zeros(2, np.float32)), np.int32(2), block=(2, 1, 1), schedule="rand"
+            ),
+            gc.UsageError,
+            "Did you mean 'random'",
+        ),
+        (
+            lambda f: f(gc.In(np.zeros((4, 4), np.float32)[:, :2]), np.int32(2), block=(2, 1, 1)),
+            gc.UsageError,
+            "non-contiguous",
+        ),
     ],
 )
 def test_bad_launch_input(bugs: CpuSourceModule, call: object, error: type, message: str) -> None:
@@ -360,7 +426,10 @@ def test_bad_launch_input(bugs: CpuSourceModule, call: object, error: type, mess
 def test_const_buffer_passed_as_output_is_refused(bugs: CpuSourceModule) -> None:
     with pytest.raises(gc.UsageError, match=r"`const float\*`: the kernel cannot write it"):
         bugs.get_function("skip_last")(
-            gc.Out(np.zeros(4, np.float32)), gc.Out(np.zeros(4, np.float32)), np.int32(4), block=(4, 1, 1)
+            gc.Out(np.zeros(4, np.float32)),
+            gc.Out(np.zeros(4, np.float32)),
+            np.int32(4),
+            block=(4, 1, 1),
         )
 
 
@@ -386,4 +455,4 @@ def test_missing_source_file() -> None:
 
 def test_unsupported_header_says_so_clearly() -> None:
     with pytest.raises(gc.CompileError, match=r"__half \(16-bit float\) .* is not supported yet"):
-        gc.SourceModule('#include <cuda_fp16.h>\n__global__ void k(float* y) {}', backend="cpu")
+        gc.SourceModule("#include <cuda_fp16.h>\n__global__ void k(float* y) {}", backend="cpu")

@@ -335,7 +335,7 @@ class CpuFunction:
             }
             proc = worker()
             with proc.lock:
-                proc.load(req["library"])  # again, if the worker was replaced since
+                proc.load(str(self.module.build.library))  # again, if the worker was replaced
                 reply = self._send(proc, req, arena, timeout, b, g)
             elapsed = time.perf_counter() - t0
             if not reply.get("ok"):
@@ -386,7 +386,9 @@ class CpuFunction:
         arrays receive the first schedule's results.
         """
         if len(schedules) < 2:
-            raise UsageError("compare_schedules needs at least two schedules, e.g. ('asc', 'desc').")
+            raise UsageError(
+                "compare_schedules needs at least two schedules, e.g. ('asc', 'desc')."
+            )
         launch = dict(launch, workers=1)
         results: list[list[np.ndarray]] = []
         launches: list[Launch] = []
@@ -399,7 +401,9 @@ class CpuFunction:
                 run_args[i] = type(a)(c)
                 copies.append(c)
             launches.append(
-                self.launch(*run_args, schedule=sched, guard="end" if k % 2 == 0 else "start", **launch)
+                self.launch(
+                    *run_args, schedule=sched, guard="end" if k % 2 == 0 else "start", **launch
+                )
             )
             results.append(copies)
         diffs = []
@@ -413,7 +417,9 @@ class CpuFunction:
                     with np.errstate(invalid="ignore", over="ignore"):
                         d = np.abs(base.astype(np.float64) - other.astype(np.float64))
                     d[np.isnan(d)] = np.inf  # NaN in one schedule only: as different as it gets
-                    first = tuple(int(x) for x in np.unravel_index(int(np.argmax(differ)), base.shape))
+                    first = tuple(
+                        int(x) for x in np.unravel_index(int(np.argmax(differ)), base.shape)
+                    )
                     diffs.append(
                         ScheduleDifference(
                             i,
@@ -435,7 +441,9 @@ class CpuFunction:
     def _param(self, i: int) -> Param:
         return self.info.params[i] if i < len(self.info.params) else Param("", False, "s", False, 0)
 
-    def _marshal(self, args: Sequence[Any]) -> tuple[list[tuple[int, _Wrapped]], list[tuple[str, str]]]:
+    def _marshal(
+        self, args: Sequence[Any]
+    ) -> tuple[list[tuple[int, _Wrapped]], list[tuple[str, str]]]:
         params = self.info.params
         if len(args) != len(params):
             raise UsageError(
@@ -483,7 +491,9 @@ class CpuFunction:
                 want = _numpy_name(p)
                 raise UsageError(
                     f"{p.label(i)} is `{p.c_type}` in {self.info.name}, but got np.{value.dtype}"
-                    f"({value!r}). Pass np.{want}(...)." if want else "."
+                    f"({value!r}). Pass np.{want}(...)."
+                    if want
+                    else "."
                 )
             if p.code == "s" and value.dtype.itemsize != p.size:
                 raise UsageError(
@@ -527,8 +537,10 @@ class CpuFunction:
                 kernel=self.name,
             ) from None
         except WorkerDied as exc:
-            done, busy = arena.status()
-            where = ", ".join(f"block {_unravel(blk, g)} thread {_unravel(t, b)}" for blk, t in busy)
+            _, busy = arena.status()
+            where = ", ".join(
+                f"block {_unravel(blk, g)} thread {_unravel(t, b)}" for blk, t in busy
+            )
             raise KernelCrash(
                 f"{self.name} crashed the launch worker ({exc.signal_name or exc.returncode}) "
                 f"while running {where or 'an unknown block'}; your process is unaffected. A "
@@ -646,9 +658,9 @@ def _parse_schedule(schedule: str, seed: int) -> tuple[str, int]:
 
 
 def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.dtype.kind == "f":
-        return ~((a == b) | (np.isnan(a) & np.isnan(b)))
-    return np.asarray(a != b)
+    same = (a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" else a == b
+    out: np.ndarray = np.logical_not(same)
+    return out
 
 
 def _unravel(i: int, dims: tuple[int, int, int]) -> str:

@@ -10,6 +10,7 @@ a write there is found after the launch.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -65,7 +66,9 @@ class Arena:
         for slot, (_, array, direction) in zip(self.slots, arrays, strict=True):
             a, b = slot.region
             self.mm[a : slot.offset] = bytes([CANARY]) * (slot.offset - a)
-            self.mm[slot.offset + slot.nbytes : b] = bytes([CANARY]) * (b - slot.offset - slot.nbytes)
+            self.mm[slot.offset + slot.nbytes : b] = bytes([CANARY]) * (
+                b - slot.offset - slot.nbytes
+            )
             view = self.view(slot, array)
             if direction == "out":
                 poison_fill(view)
@@ -74,9 +77,9 @@ class Arena:
             del view
 
     def view(self, slot: Slot, like: np.ndarray) -> np.ndarray:
-        return np.frombuffer(self.mm, dtype=like.dtype, count=like.size, offset=slot.offset).reshape(
-            like.shape
-        )
+        return np.frombuffer(
+            self.mm, dtype=like.dtype, count=like.size, offset=slot.offset
+        ).reshape(like.shape)
 
     def canary_damage(self, slot: Slot) -> tuple[int, int] | None:
         """Bytes written outside the buffer: (bytes before the start, bytes past the end) reached."""
@@ -97,7 +100,10 @@ class Arena:
         buffer's start (negative before the start, >= nbytes past the end)."""
         for slot in self.slots:
             lead, trail = slot.guards
-            if lead <= offset < trail + PAGE and not slot.offset <= offset < slot.offset + slot.nbytes:
+            if (
+                lead <= offset < trail + PAGE
+                and not slot.offset <= offset < slot.offset + slot.nbytes
+            ):
                 return slot, offset - slot.offset
         return None
 
@@ -112,8 +118,7 @@ class Arena:
         return done, busy
 
     def close(self) -> None:
-        try:
+        # A numpy view still alive keeps the mapping; it is unmapped when the view goes.
+        with contextlib.suppress(BufferError):
             self.mm.close()
-        except BufferError:  # a numpy view is still alive; the mapping goes with it
-            pass
         os.close(self.fd)

@@ -48,7 +48,8 @@ class WorkerProcess:
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
-        self._stderr = tempfile.TemporaryFile()
+        # Lives as long as the worker: the worker's stderr, read back when it crashes.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self._loaded: dict[str, list[dict[str, Any]]] = {}
         self.lock = threading.RLock()
         self.restarts = 0
@@ -130,7 +131,10 @@ class WorkerProcess:
                         now = progress() if progress else None
                         if now != last:
                             last, last_change = now, time.monotonic()
-                        elif stall_timeout is not None and time.monotonic() - last_change > stall_timeout:
+                        elif (
+                            stall_timeout is not None
+                            and time.monotonic() - last_change > stall_timeout
+                        ):
                             detail = describe_stall() if describe_stall else ""
                             self._stop()
                             raise WorkerStalled(stall_timeout, detail) from None
@@ -159,7 +163,9 @@ class WorkerProcess:
                     f"\n{exc.stderr}"
                 ) from None
             if not reply.get("ok"):
-                raise LaunchError(f"cannot load the compiled kernels {library}: {reply.get('error')}")
+                raise LaunchError(
+                    f"cannot load the compiled kernels {library}: {reply.get('error')}"
+                )
             kernels: list[dict[str, Any]] = reply["kernels"]
             self._loaded[library] = kernels
             return kernels

@@ -23,7 +23,9 @@ _TOKENS = re.compile(
     r"|__attribute__\(\(cudacpu_(?:global|shared)\)\)",
     re.M | re.S,
 )
-_NAMESPACE = re.compile(r"(?:inline\s+)?namespace\s*([\w:]*)\s*(?:__attribute__\s*\(\(.*\)\))?\s*$", re.S)
+_NAMESPACE = re.compile(
+    r"(?:inline\s+)?namespace\s*([\w:]*)\s*(?:__attribute__\s*\(\(.*\)\))?\s*$", re.S
+)
 _EXTERN_C = re.compile(r'extern\s*"C(?:\+\+)?"\s*$')
 _LINEMARK = re.compile(r"^[ \t]*#[^\n]*\n?", re.M)
 _ATTRIBUTE = re.compile(r"__attribute__\s*\(\(")
@@ -51,7 +53,9 @@ def scan(text: str, start: int = 0) -> Scan:
     """Scan preprocessed source from ``start`` (where the user's code begins)."""
     scopes: list[tuple[str, str]] = []  # (kind, name): namespace / linkage / block
     boundary = start
-    definitions: list[tuple[str, str, str, str, bool]] = []  # (qualified, targs, params, names, is_template)
+    definitions: list[
+        tuple[str, str, str, str, bool]
+    ] = []  # (qualified, targs, params, names, is_template)
     primaries: dict[str, str] = {}  # template kernel -> namespace prefix
     instantiations: list[tuple[str, str, str]] = []
     edits: list[tuple[int, int, str]] = []
@@ -85,7 +89,9 @@ def scan(text: str, start: int = 0) -> Scan:
             is_primary = re.search(r"\btemplate\s*<", prefix) is not None
             if is_primary:
                 primaries.setdefault(qualified, ns)
-            elif re.search(r"\btemplate\s*$", prefix) and "extern" not in prefix.split("template")[0]:
+            elif (
+                re.search(r"\btemplate\s*$", prefix) and "extern" not in prefix.split("template")[0]
+            ):
                 instantiations.append((qualified, targs, params))
             elif follows == "{":
                 definitions.append((qualified, targs, params, "", False))
@@ -98,7 +104,9 @@ def scan(text: str, start: int = 0) -> Scan:
     for qualified in primaries:
         short = qualified.rsplit("::", 1)[-1]
         pat = re.compile(
-            r"\btemplate\s+(?:" + re.escape(GLOBAL_MARK) + r"\s*)?void\s+(?:[\w:]*::)?"
+            r"\btemplate\s+(?:"
+            + re.escape(GLOBAL_MARK)
+            + r"\s*)?void\s+(?:[\w:]*::)?"
             + re.escape(short)
             + r"\s*(<[^;{}]*?>)?\s*\(([^;{}]*)\)\s*;",
             re.S,
@@ -112,7 +120,11 @@ def scan(text: str, start: int = 0) -> Scan:
         counts[qualified] = counts.get(qualified, 0) + 1
     for qualified, _, params, _, _ in definitions:
         ptr = f"&::{qualified}"
-        expr = ptr if counts[qualified] == 1 else f"static_cast<void(*)({_no_defaults(params)})>({ptr})"
+        expr = (
+            ptr
+            if counts[qualified] == 1
+            else f"static_cast<void(*)({_no_defaults(params)})>({ptr})"
+        )
         kernels.append(KernelDecl(qualified, _squash(params), expr, param_names(params)))
     seen: set[tuple[str, str, str]] = set()
     for qualified, targs, params in instantiations:
@@ -122,9 +134,7 @@ def scan(text: str, start: int = 0) -> Scan:
         seen.add(key)
         targs_s = _squash(targs)
         expr = f"static_cast<void(*)({_no_defaults(params)})>(&::{qualified}{targs_s})"
-        kernels.append(
-            KernelDecl(qualified + targs_s, _squash(params), expr, param_names(params))
-        )
+        kernels.append(KernelDecl(qualified + targs_s, _squash(params), expr, param_names(params)))
     instantiated = {q for q, _, _ in instantiations}
     templates = tuple(q for q in primaries if q not in instantiated)
 
@@ -196,7 +206,9 @@ def _no_defaults(params: str) -> str:
 
 
 def _split_params(params: str) -> list[str]:
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for c in params:
         if c in "(<[":
             depth += 1
@@ -213,7 +225,21 @@ def _split_params(params: str) -> list[str]:
 
 
 _TYPE_WORDS = frozenset(
-    "int float double char short long unsigned signed bool void size_t const volatile".split()
+    [
+        "int",
+        "float",
+        "double",
+        "char",
+        "short",
+        "long",
+        "unsigned",
+        "signed",
+        "bool",
+        "void",
+        "size_t",
+        "const",
+        "volatile",
+    ]
 )
 
 

@@ -74,7 +74,14 @@ class DlInfo(ctypes.Structure):
 
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 libc.mmap.restype = ctypes.c_void_p
-libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
 libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo)]
@@ -113,13 +120,18 @@ def load(path):
             for j in range(k.nparams)
         ]
         kernels.append(
-            {"name": k.name.decode(), "params": k.params.decode(), "symbol": symbol, "types": params}
+            {
+                "name": k.name.decode(),
+                "params": k.params.decode(),
+                "symbol": symbol,
+                "types": params,
+            }
         )
     return {"ok": True, "kernels": kernels}
 
 
 def launch(req, fd):
-    lib, table, n = libraries[req["library"]]
+    lib, table, _ = libraries[req["library"]]
     size = req["arena_bytes"]
     base = libc.mmap(None, size, PROT_RW, MAP_SHARED, fd, 0)
     if base in (None, ctypes.c_void_p(-1).value):
@@ -133,33 +145,37 @@ def launch(req, fd):
             if a["kind"] == "buffer":
                 keep.append(ctypes.c_void_p(base + a["offset"]))
             else:
-                keep.append(ctypes.create_string_buffer(bytes.fromhex(a["bytes"]), max(8, len(a["bytes"]) // 2)))
+                keep.append(
+                    ctypes.create_string_buffer(
+                        bytes.fromhex(a["bytes"]), max(8, len(a["bytes"]) // 2)
+                    )
+                )
         argv = (ctypes.c_void_p * max(1, len(keep)))(*[ctypes.addressof(k) for k in keep])
-        L = Launch()
-        L.grid[:] = req["grid"]
-        L.block[:] = req["block"]
-        L.shared_bytes = req["shared"]
-        L.stack_bytes = req["stack_bytes"]
-        L.schedule = req["schedule"]
-        L.seed = req["seed"]
-        L.workers = req["workers"]
-        L.strict = int(req["strict"])
-        L.poison_shared = int(req["poison_shared"])
-        L.status = base + req["status_offset"]
+        spec = Launch()
+        spec.grid[:] = req["grid"]
+        spec.block[:] = req["block"]
+        spec.shared_bytes = req["shared"]
+        spec.stack_bytes = req["stack_bytes"]
+        spec.schedule = req["schedule"]
+        spec.seed = req["seed"]
+        spec.workers = req["workers"]
+        spec.strict = int(req["strict"])
+        spec.poison_shared = int(req["poison_shared"])
+        spec.status = base + req["status_offset"]
         entry = ctypes.addressof(table[req["index"]])
-        rc = lib.cudacpu_launch(entry, ctypes.byref(L), argv)
-        addr = L.fault_addr
+        rc = lib.cudacpu_launch(entry, ctypes.byref(spec), argv)
+        addr = spec.fault_addr
         return {
             "ok": True,
             "rc": rc,
-            "kind": L.fault_kind,
-            "signal": L.fault_signal,
-            "write": L.fault_write,
+            "kind": spec.fault_kind,
+            "signal": spec.fault_signal,
+            "write": spec.fault_write,
             "addr": addr,
             "arena_offset": addr - base if base <= addr < base + size else None,
-            "block": list(L.fault_block),
-            "thread": list(L.fault_thread),
-            "message": L.message.decode(errors="replace"),
+            "block": list(spec.fault_block),
+            "thread": list(spec.fault_thread),
+            "message": spec.message.decode(errors="replace"),
         }
     finally:
         libc.munmap(base, size)
