@@ -179,7 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args, console)
     except GradcheckError as exc:
         label = type(exc).__name__
-        Console(stderr=True).print(f"[bold red]{label}[/]: {escape(str(exc))}", highlight=False)
+        # soft_wrap: never break a path or a command a user will copy out of the message
+        Console(stderr=True).print(
+            f"[bold red]{label}[/]: {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         return exc.exit_code
 
 
