@@ -307,9 +307,12 @@ class CpuFunction:
         if stack_bytes < 4096:
             raise UsageError(f"stack_bytes={stack_bytes} is too small; use at least 4096.")
         arrays, req_args = self._marshal(args)
-        arena = Arena([(i, w.array, w.direction) for i, w in arrays], guard)
-        t0 = time.perf_counter()
-        try:
+        proc = worker()
+        # The arena is shared from launch to launch: hold the worker's lock while using it.
+        with proc.lock:
+            proc.load(str(self.module.build.library))  # again, if the worker was replaced
+            arena = Arena([(i, w.array, w.direction) for i, w in arrays], guard)
+            t0 = time.perf_counter()
             req = {
                 "op": "launch",
                 "library": str(self.module.build.library),
@@ -324,7 +327,7 @@ class CpuFunction:
                 "strict": strict,
                 "poison_shared": poison,
                 "status_offset": 0,
-                "arena_bytes": arena.size,
+                "arena_bytes": arena.capacity,
                 "guard_pages": arena.guard_pages,
                 "args": [
                     {"kind": "buffer", "offset": arena.slots[j].offset}
@@ -333,10 +336,7 @@ class CpuFunction:
                     for j, (kind, value) in _number_buffers(req_args)
                 ],
             }
-            proc = worker()
-            with proc.lock:
-                proc.load(str(self.module.build.library))  # again, if the worker was replaced
-                reply = self._send(proc, req, arena, timeout, b, g)
+            reply = self._send(proc, req, arena, timeout, b, g)
             elapsed = time.perf_counter() - t0
             if not reply.get("ok"):
                 raise LaunchError(f"{self.name}: the launch worker failed: {reply.get('error')}")
@@ -350,15 +350,11 @@ class CpuFunction:
             unwritten: dict[int, int] = {}
             for slot, (i, w) in zip(arena.slots, arrays, strict=True):
                 if w.direction in ("out", "inout"):
-                    view = arena.view(slot, w.array)
-                    w.array[...] = view
-                    del view
+                    w.array[...] = arena.view(slot, w.array)
                 if w.direction == "out":
                     n = count_poison(w.array)
                     if n:
                         unwritten[i] = n
-        finally:
-            arena.close()
         result = Launch(
             backend="cpu",
             kernel=self.name,

@@ -23,7 +23,7 @@ from ..._launch import poison_fill
 
 PAGE = mmap.PAGESIZE
 CANARY = 0xA5
-STATUS_BYTES = 8 + 64 * 24  # cudacpu_status in gradcheck_cpu_abi.h
+STATUS_BYTES = 64 + 64 * 64  # cudacpu_status in gradcheck_cpu_abi.h
 Align = Literal["end", "start"]
 
 
@@ -60,9 +60,8 @@ class Arena:
         guards.append(pos)
         self.guard_pages = sorted(set(guards))
         self.size = pos + PAGE
-        self.fd = os.memfd_create("gradcheck-launch", os.MFD_CLOEXEC)
-        os.ftruncate(self.fd, self.size)
-        self.mm = mmap.mmap(self.fd, self.size)
+        self.fd, self.mm, self.capacity = _pool.get(self.size)
+        self.mm[:STATUS_BYTES] = bytes(STATUS_BYTES)
         for slot, (_, array, direction) in zip(self.slots, arrays, strict=True):
             a, b = slot.region
             self.mm[a : slot.offset] = bytes([CANARY]) * (slot.offset - a)
@@ -112,13 +111,41 @@ class Arena:
         done, nworkers = struct.unpack_from("<II", self.mm, 0)
         busy = []
         for w in range(min(nworkers, 64)):
-            block, thread = struct.unpack_from("<II", self.mm, 8 + 24 * w)
+            block, thread = struct.unpack_from("<II", self.mm, 64 + 64 * w)
             if block != 0xFFFFFFFF:
                 busy.append((block, thread))
         return done, busy
 
-    def close(self) -> None:
-        # A numpy view still alive keeps the mapping; it is unmapped when the view goes.
-        with contextlib.suppress(BufferError):
-            self.mm.close()
-        os.close(self.fd)
+
+class _Pool:
+    """One memfd reused from launch to launch: a fresh one costs a page fault per 4 KiB on both
+    sides (about as long as the whole kernel at vocab 50257). Callers hold the worker's lock."""
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self.mm: mmap.mmap | None = None
+        self.capacity = 0
+
+    def get(self, size: int) -> tuple[int, mmap.mmap, int]:
+        too_small = self.mm is None or size > self.capacity
+        # Give back a large arena once launches are much smaller again.
+        too_large = self.capacity > (256 << 20) and size < self.capacity // 4
+        if too_small or too_large:
+            self.release()
+            self.capacity = max(size, 1 << 20)
+            self.fd = os.memfd_create("gradcheck-launch", os.MFD_CLOEXEC)
+            os.ftruncate(self.fd, self.capacity)
+            self.mm = mmap.mmap(self.fd, self.capacity)
+        assert self.mm is not None
+        return self.fd, self.mm, self.capacity
+
+    def release(self) -> None:
+        if self.mm is not None:
+            # A numpy view still alive keeps the mapping; it is unmapped when the view goes.
+            with contextlib.suppress(BufferError):
+                self.mm.close()
+            os.close(self.fd)
+        self.mm, self.fd, self.capacity = None, -1, 0
+
+
+_pool = _Pool()

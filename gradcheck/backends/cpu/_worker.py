@@ -17,7 +17,7 @@ import sys
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PROT_NONE, PROT_RW, MAP_SHARED = 0, 3, 1
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 
 class Param(ctypes.Structure):
@@ -130,55 +130,71 @@ def load(path):
     return {"ok": True, "kernels": kernels}
 
 
+mapping = {"key": None, "base": None, "size": 0, "guards": []}
+
+
+def arena(fd, size, guards):
+    """Map the caller's arena, reusing the mapping when it is the same memfd as last time."""
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino)
+    if mapping["key"] != key or mapping["size"] != size:
+        if mapping["base"] is not None:
+            libc.munmap(mapping["base"], mapping["size"])
+            mapping.update(key=None, base=None, size=0, guards=[])
+        base = libc.mmap(None, size, PROT_RW, MAP_SHARED, fd, 0)
+        if base in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap of the launch arena failed")
+        mapping.update(key=key, base=base, size=size, guards=[])
+    base = mapping["base"]
+    for off in mapping["guards"]:
+        libc.mprotect(base + off, PAGE, PROT_RW)
+    mapping["guards"] = []
+    for off in guards:
+        if libc.mprotect(base + off, PAGE, PROT_NONE) != 0:
+            raise OSError(ctypes.get_errno(), "mprotect of a guard page failed")
+        mapping["guards"].append(off)
+    return base
+
+
 def launch(req, fd):
     lib, table, _ = libraries[req["library"]]
     size = req["arena_bytes"]
-    base = libc.mmap(None, size, PROT_RW, MAP_SHARED, fd, 0)
-    if base in (None, ctypes.c_void_p(-1).value):
-        raise OSError(ctypes.get_errno(), "mmap of the launch arena failed")
-    try:
-        for off in req["guard_pages"]:
-            if libc.mprotect(base + off, PAGE, PROT_NONE) != 0:
-                raise OSError(ctypes.get_errno(), "mprotect of a guard page failed")
-        keep = []
-        for a in req["args"]:
-            if a["kind"] == "buffer":
-                keep.append(ctypes.c_void_p(base + a["offset"]))
-            else:
-                keep.append(
-                    ctypes.create_string_buffer(
-                        bytes.fromhex(a["bytes"]), max(8, len(a["bytes"]) // 2)
-                    )
-                )
-        argv = (ctypes.c_void_p * max(1, len(keep)))(*[ctypes.addressof(k) for k in keep])
-        spec = Launch()
-        spec.grid[:] = req["grid"]
-        spec.block[:] = req["block"]
-        spec.shared_bytes = req["shared"]
-        spec.stack_bytes = req["stack_bytes"]
-        spec.schedule = req["schedule"]
-        spec.seed = req["seed"]
-        spec.workers = req["workers"]
-        spec.strict = int(req["strict"])
-        spec.poison_shared = int(req["poison_shared"])
-        spec.status = base + req["status_offset"]
-        entry = ctypes.addressof(table[req["index"]])
-        rc = lib.cudacpu_launch(entry, ctypes.byref(spec), argv)
-        addr = spec.fault_addr
-        return {
-            "ok": True,
-            "rc": rc,
-            "kind": spec.fault_kind,
-            "signal": spec.fault_signal,
-            "write": spec.fault_write,
-            "addr": addr,
-            "arena_offset": addr - base if base <= addr < base + size else None,
-            "block": list(spec.fault_block),
-            "thread": list(spec.fault_thread),
-            "message": spec.message.decode(errors="replace"),
-        }
-    finally:
-        libc.munmap(base, size)
+    base = arena(fd, size, req["guard_pages"])
+    keep = []
+    for a in req["args"]:
+        if a["kind"] == "buffer":
+            keep.append(ctypes.c_void_p(base + a["offset"]))
+        else:
+            keep.append(
+                ctypes.create_string_buffer(bytes.fromhex(a["bytes"]), max(8, len(a["bytes"]) // 2))
+            )
+    argv = (ctypes.c_void_p * max(1, len(keep)))(*[ctypes.addressof(k) for k in keep])
+    spec = Launch()
+    spec.grid[:] = req["grid"]
+    spec.block[:] = req["block"]
+    spec.shared_bytes = req["shared"]
+    spec.stack_bytes = req["stack_bytes"]
+    spec.schedule = req["schedule"]
+    spec.seed = req["seed"]
+    spec.workers = req["workers"]
+    spec.strict = int(req["strict"])
+    spec.poison_shared = int(req["poison_shared"])
+    spec.status = base + req["status_offset"]
+    entry = ctypes.addressof(table[req["index"]])
+    rc = lib.cudacpu_launch(entry, ctypes.byref(spec), argv)
+    addr = spec.fault_addr
+    return {
+        "ok": True,
+        "rc": rc,
+        "kind": spec.fault_kind,
+        "signal": spec.fault_signal,
+        "write": spec.fault_write,
+        "addr": addr,
+        "arena_offset": addr - base if base <= addr < base + size else None,
+        "block": list(spec.fault_block),
+        "thread": list(spec.fault_thread),
+        "message": spec.message.decode(errors="replace"),
+    }
 
 
 def main():

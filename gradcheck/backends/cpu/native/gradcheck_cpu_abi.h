@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#define CUDACPU_ABI_VERSION 1
+#define CUDACPU_ABI_VERSION 2
 
 extern "C" {
 
@@ -36,8 +36,9 @@ struct cudacpu_kernel {
     const cudacpu_param* types;
 };
 
-// Progress the runtime publishes while a launch runs (shared with the parent process).
-struct cudacpu_worker_status {
+// Progress the runtime publishes while a launch runs (shared with the parent process). Each OS
+// thread's slot has a cache line of its own: they are written on every fiber switch.
+struct alignas(64) cudacpu_worker_status {
     volatile uint32_t block;   // linear index of the block this OS thread runs, or UINT32_MAX
     volatile uint32_t thread;  // linear index of the CUDA thread last resumed
     volatile uint32_t running, at_barrier, in_warp_op, exited;
@@ -45,8 +46,11 @@ struct cudacpu_worker_status {
 struct cudacpu_status {
     volatile uint32_t blocks_done;
     volatile uint32_t nworkers;
-    cudacpu_worker_status w[64];
+    uint8_t pad[56];
+    cudacpu_worker_status w[64];  // at byte 64, 64 bytes each
 };
+static_assert(sizeof(cudacpu_worker_status) == 64 && sizeof(cudacpu_status) == 64 + 64 * 64,
+              "the Python side reads this layout (_arena.py)");
 
 enum cudacpu_fault_kind {
     CUDACPU_OK = 0,

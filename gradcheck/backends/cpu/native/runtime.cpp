@@ -40,6 +40,8 @@ struct Lane {
     int line;         // __syncthreads() site
     const char* file;
     uint64_t val, res;
+    uint3 tid;
+    void* sp;  // saved stack pointer while parked (x86-64 switch)
     jmp_buf jb;
 };
 
@@ -63,7 +65,9 @@ struct Worker {
     char* stacks = nullptr;
     size_t slot = 0, stack_map = 0, page = 0;
     ucontext_t boot;
+    void* sched_sp = nullptr;
     jmp_buf sched_jb;
+    std::vector<int> order;
     sigjmp_buf fault_jb;
     volatile bool in_block = false;
     int cur = 0;
@@ -96,32 +100,85 @@ std::string tstr(unsigned i, const uint3& d) {
 // ---- fibers -----------------------------------------------------------------------------------
 
 // Each fiber runs the kernel body once per block, parking in between: fibers are made once per
-// launch, not once per block, so a launch pays for one swapcontext per CUDA thread.
+// launch, not once per block.
+void fiber_main();
+
+#if defined(__x86_64__)
+// A fiber switch is the hot path (every barrier, every warp collective, for every thread): save the
+// callee-saved registers on the current stack, swap stack pointers, restore. No signal mask, no
+// pointer mangling: several times cheaper than setjmp/longjmp.
+extern "C" void cudacpu_switch(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .p2align 4
+    .type cudacpu_switch,@function
+cudacpu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size cudacpu_switch, .-cudacpu_switch
+)");
+
+void* initial_sp(char* stack, size_t size) {
+    // The first switch "returns" into fiber_main with the stack aligned as after a call.
+    uintptr_t top = ((uintptr_t)(stack + size)) & ~(uintptr_t)15;
+    void** sp = reinterpret_cast<void**>(top - 16);
+    sp[0] = reinterpret_cast<void*>(&fiber_main);  // return address of the first switch
+    sp[1] = nullptr;                               // fiber_main never returns
+    sp -= 6;                                       // r15 r14 r13 r12 rbx rbp
+    for (int i = 0; i < 6; ++i) sp[i] = nullptr;
+    return sp;
+}
+
+inline void to_fiber(Worker* w, Lane& l) { cudacpu_switch(&w->sched_sp, l.sp); }
+inline void to_scheduler(Worker* w, Lane& l) { cudacpu_switch(&l.sp, w->sched_sp); }
+#else
+// Portable path: ucontext for the first entry, then _setjmp/_longjmp between stacks.
+inline void to_fiber(Worker* w, Lane& l) {
+    if (!_setjmp(w->sched_jb)) {
+        if (l.started) _longjmp(l.jb, 1);
+        l.started = 1;
+        swapcontext(&w->boot, &w->ucs[&l - w->lanes.data()]);
+    }
+}
+inline void to_scheduler(Worker* w, Lane& l) {
+    if (!_setjmp(l.jb)) _longjmp(w->sched_jb, 1);
+}
+#endif
+
 void fiber_main() {
     for (;;) {
         Worker* w = W;
         w->body(w->args);
-        w->lanes[w->cur].st = DONE;
         Lane& l = w->lanes[w->cur];
-        if (!_setjmp(l.jb)) _longjmp(w->sched_jb, 1);
+        l.st = DONE;
+        to_scheduler(w, l);
     }
 }
 
 inline void resume(Worker* w, int i) {
     Lane& l = w->lanes[i];
     w->cur = i;
-    w->ctx->tid = linear_to_3d((unsigned)i, w->ctx->bdim);
+    w->ctx->tid = l.tid;
     w->st->thread = (uint32_t)i;
-    if (!_setjmp(w->sched_jb)) {
-        if (l.started) _longjmp(l.jb, 1);
-        l.started = 1;
-        swapcontext(&w->boot, &w->ucs[i]);
-    }
+    to_fiber(w, l);
 }
 
 inline void park(Lane& l, State st) {
     l.st = st;
-    if (!_setjmp(l.jb)) _longjmp(W->sched_jb, 1);
+    to_scheduler(W, l);
 }
 
 [[noreturn]] void fail_in_fiber(int kind, const std::string& msg) {
@@ -240,10 +297,23 @@ std::string resolve_warps(Worker* w, bool& progressed) {
     return "";
 }
 
-std::string run_block(Worker* w, std::mt19937& rng) {
-    const int n = (int)w->nthreads;
+// A small seedable generator: a block's random schedule is reproducible from (seed, block).
+struct SplitMix64 {
+    using result_type = uint64_t;
+    uint64_t s;
+    static constexpr uint64_t min() { return 0; }
+    static constexpr uint64_t max() { return ~0ull; }
+    uint64_t operator()() {
+        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    }
+};
+
+std::string run_block(Worker* w, SplitMix64& rng) {
     const cudacpu_launch* L = w->L;
-    std::vector<int> order(n);
+    std::vector<int>& order = w->order;
     std::iota(order.begin(), order.end(), 0);
     if (L->schedule == 1) std::reverse(order.begin(), order.end());
     for (auto& l : w->lanes) l.st = RUN;
@@ -364,6 +434,30 @@ struct tls_index_t {
 };
 extern "C" void* __tls_get_addr(tls_index_t*);
 
+// ---- fiber stacks, kept from launch to launch ---------------------------------------------------
+
+// Mapping the stacks and their guard pages (one mprotect per CUDA thread) and faulting them in costs
+// more than a small launch's kernel: each worker slot keeps its stacks while the geometry repeats.
+struct StackCache {
+    char* mem = nullptr;
+    size_t map = 0, slot = 0;
+    unsigned n = 0;
+};
+StackCache stack_cache[64];
+
+char* acquire_stacks(int worker_slot, size_t map, size_t slot, unsigned n, size_t page) {
+    StackCache& c = stack_cache[worker_slot];
+    if (c.mem && c.map == map && c.slot == slot && c.n == n) return c.mem;
+    if (c.mem) munmap(c.mem, c.map);
+    c = StackCache{};
+    void* mem = mmap(nullptr, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED) return nullptr;
+    char* stacks = static_cast<char*>(mem);
+    for (unsigned i = 0; i < n; ++i) mprotect(stacks + i * slot, page, PROT_NONE);
+    c = StackCache{stacks, map, slot, n};
+    return stacks;
+}
+
 // ---- one OS thread's share of the grid --------------------------------------------------------
 
 struct Grid {
@@ -423,14 +517,20 @@ void work(Grid& g, int slot) {
     const size_t ssz = (L->stack_bytes + w.page - 1) / w.page * w.page;
     w.slot = ssz + w.page;
     w.stack_map = w.slot * w.nthreads;
-    void* mem = mmap(nullptr, w.stack_map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (mem == MAP_FAILED) {
+    w.stacks = acquire_stacks(slot, w.stack_map, w.slot, w.nthreads, w.page);
+    if (!w.stacks) {
         record_failure(g, w, CUDACPU_FAULT_SETUP, fmt("cannot map %zu bytes of fiber stacks", w.stack_map));
         return;
     }
-    w.stacks = static_cast<char*>(mem);
-    for (unsigned i = 0; i < w.nthreads; ++i) mprotect(w.stacks + i * w.slot, w.page, PROT_NONE);
     w.lanes.assign(w.nthreads, Lane{});
+    const uint3 bdim{L->block[0], L->block[1], L->block[2]};
+    for (unsigned i = 0; i < w.nthreads; ++i) {
+        w.lanes[i].tid = linear_to_3d(i, bdim);
+#if defined(__x86_64__)
+        w.lanes[i].sp = initial_sp(w.stacks + i * w.slot + w.page, ssz);
+#endif
+    }
+#if !defined(__x86_64__)
     w.ucs.resize(w.nthreads);
     for (unsigned i = 0; i < w.nthreads; ++i) {
         getcontext(&w.ucs[i]);
@@ -439,6 +539,8 @@ void work(Grid& g, int slot) {
         w.ucs[i].uc_link = nullptr;
         makecontext(&w.ucs[i], fiber_main, 0);
     }
+#endif
+    w.order.resize(w.nthreads);
     w.dsmem.resize(L->shared_bytes + 16);
     const uint3 gd{L->grid[0], L->grid[1], L->grid[2]}, bd{L->block[0], L->block[1], L->block[2]};
 
@@ -457,7 +559,7 @@ void work(Grid& g, int slot) {
         w.ctx->bdim = bd;
         w.ctx->gdim = gd;
         w.ctx->dsmem = w.dsmem.data();
-        std::mt19937 rng(L->seed * 1000003u + blk);
+        SplitMix64 rng{(uint64_t)L->seed * 1000003u + blk};
         w.fault = FaultInfo{};
         if (sigsetjmp(w.fault_jb, 1)) {
             w.in_block = false;
@@ -492,7 +594,6 @@ void work(Grid& g, int slot) {
     w.st->block = UINT32_MAX;
     ss.ss_flags = SS_DISABLE;
     sigaltstack(&ss, nullptr);
-    munmap(w.stacks, w.stack_map);
     W = nullptr;
 }
 
