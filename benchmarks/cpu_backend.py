@@ -180,9 +180,9 @@ def max_abs_diff(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
 def arena_model(p: Problem, grad: FloatArray, scratch: np.ndarray[Any, Any] | None) -> None:
     """What the backend's arena does with the bytes of one launch, without the backend.
 
-    With ``scratch`` None: a fresh memfd mapping per call (as the backend makes per launch), inputs
-    copied in, the output filled, then copied out and unmapped. With ``scratch``: the same copies
-    into memory that is already mapped, so the difference is the cost of the fresh mapping.
+    With ``scratch`` None: a fresh memfd mapping per call (what a launch would cost if the arena
+    were not reused), inputs copied in, the output filled, then copied out and unmapped. With
+    ``scratch``: the same copies into memory already mapped, as the reused arena does.
     """
     inputs = [p.logits, p.targets, p.mask]
     size = sum(a.nbytes for a in inputs) + grad.nbytes
