@@ -19,26 +19,15 @@ __device__ __forceinline__ float ce_warp_sum(float v) {
     return v;
 }
 
-// Every thread gets the block's maximum / sum. `scratch` holds one partial per warp (32 floats).
-__device__ float ce_block_max(float v, float* scratch) {
+// Every thread gets the block's maximum (is_max) or sum. `scratch` holds one partial per warp.
+__device__ float ce_block_reduce(float v, float* scratch, bool is_max) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    v = ce_warp_max(v);
+    v = is_max ? ce_warp_max(v) : ce_warp_sum(v);
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     float r = scratch[0];
-    for (int w = 1; w < nwarps; ++w) r = fmaxf(r, scratch[w]);
+    for (int w = 1; w < nwarps; ++w) r = is_max ? fmaxf(r, scratch[w]) : r + scratch[w];
     __syncthreads();  // scratch is reused by the next reduction
-    return r;
-}
-
-__device__ float ce_block_sum(float v, float* scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    v = ce_warp_sum(v);
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    float r = 0.f;
-    for (int w = 0; w < nwarps; ++w) r += scratch[w];
-    __syncthreads();
     return r;
 }
 
@@ -58,10 +47,10 @@ ce_grad(const float* __restrict__ logits, const int* __restrict__ targets,
         }
         float m = -INFINITY;
         for (int v = threadIdx.x; v < vocab; v += blockDim.x) m = fmaxf(m, x[v]);
-        m = ce_block_max(m, scratch);
+        m = ce_block_reduce(m, scratch, true);
         float s = 0.f;
         for (int v = threadIdx.x; v < vocab; v += blockDim.x) s += expf(x[v] - m);
-        s = ce_block_sum(s, scratch);
+        s = ce_block_reduce(s, scratch, false);
         const float inv_s = 1.f / s;
         const int target = targets[row];
         for (int v = threadIdx.x; v < vocab; v += blockDim.x)
