@@ -28,7 +28,7 @@ class KernelNotFound(UsageError, LookupError):
     def __init__(self, name: str, available: Sequence[str], hint: str = "") -> None:
         self.name = name
         self.available = tuple(available)
-        close = suggest(name, self.available)
+        close = [c for c in suggest(name, self.available) if c != name]
         parts = [f"no kernel named {name!r} in this module."]
         if close:
             parts.append(f"Did you mean {' or '.join(repr(c) for c in close)}?")

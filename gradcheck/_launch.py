@@ -16,6 +16,21 @@ from ._errors import UsageError
 
 Direction = Literal["in", "out", "inout"]
 
+# PyCUDA's launch keywords, accepted by every backend.
+LAUNCH_OPTIONS: tuple[str, ...] = ("block", "grid", "shared", "stream", "time_kernel", "texrefs")
+# The cpu backend's emulator options. They mean nothing on a GPU, and the cuda backend refuses them:
+# silently ignoring one would let a user believe a schedule search or a guard ran when it did not.
+CPU_ONLY_OPTIONS: tuple[str, ...] = (
+    "schedule",
+    "seed",
+    "workers",
+    "strict",
+    "timeout",
+    "guard",
+    "poison",
+    "stack_bytes",
+)
+
 # CUDA's limits on every current architecture (compute capability 7.0-10.x).
 MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK = (1024, 1024, 64)

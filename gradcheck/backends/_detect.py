@@ -6,6 +6,7 @@ import functools
 import os
 import shutil
 import subprocess
+import warnings
 from dataclasses import dataclass
 
 
@@ -26,7 +27,11 @@ CUDA_INSTALL_HINT = 'install PyCUDA with: pip install "gradcheck[cuda]"'
 def cuda_status() -> BackendStatus:
     """Is a CUDA device usable through PyCUDA? Creates no context."""
     try:
-        import pycuda.driver as drv
+        # An old driver makes PyCUDA warn before it fails; under -W error that warning would
+        # escape a function that must never raise.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pycuda.driver as drv
     except ImportError as exc:
         if "libcuda" in str(exc):
             reason = f"the CUDA driver library is missing ({exc}): no NVIDIA driver on this machine"
@@ -44,6 +49,13 @@ def cuda_status() -> BackendStatus:
         return BackendStatus("cuda", False, f"the CUDA driver reports no usable device ({exc})")
     if count == 0:
         return BackendStatus("cuda", False, "the CUDA driver sees 0 devices")
+    if nvcc_path() is None:
+        return BackendStatus(
+            "cuda",
+            False,
+            "a CUDA device is there but nvcc is not (PyCUDA compiles kernels with nvcc; install the "
+            "CUDA toolkit or put nvcc on PATH)",
+        )
     try:
         dev = drv.Device(0)
         major, minor = dev.compute_capability()

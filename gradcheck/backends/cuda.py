@@ -28,6 +28,8 @@ from .._errors import (
     suggest,
 )
 from .._launch import (
+    CPU_ONLY_OPTIONS,
+    LAUNCH_OPTIONS,
     POISON_BITS,
     POISON_BYTE,
     SCALAR_C_NAMES,
@@ -45,10 +47,7 @@ from .._launch import (
 from ._detect import cuda_status, nvcc_path
 from ._source import Source, declared_kernel_names, load_source
 
-# Options of the cpu backend's emulator. They have no meaning on a GPU, and silently ignoring one
-# would let a user believe a schedule search or a guard ran when it did not.
-CPU_ONLY_OPTIONS: tuple[str, ...] = ("schedule", "seed", "workers", "strict", "timeout", "guard")
-LAUNCH_OPTIONS: tuple[str, ...] = ("block", "grid", "shared", "stream", "time_kernel")
+CPU_ONLY_MODULE_OPTIONS: tuple[str, ...] = ("nvcc_check",)
 MODULE_OPTIONS: tuple[str, ...] = (
     "nvcc",
     "options",
@@ -100,9 +99,11 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _reject_options(options: dict[str, object], what: str, known: tuple[str, ...]) -> None:
+def _reject_options(
+    options: dict[str, object], what: str, known: tuple[str, ...], cpu_only: tuple[str, ...]
+) -> None:
     for key in options:
-        if key in CPU_ONLY_OPTIONS:
+        if key in cpu_only:
             raise UsageError(
                 f"{what} got {key}=, a cpu-backend option: the cuda backend runs the kernel on the "
                 f"GPU as compiled and has no {key}. Drop it, or pass backend='cpu' to "
@@ -152,7 +153,9 @@ class CudaSourceModule:
         include_dirs: list[str] | None = None,
         **backend_options: object,
     ) -> None:
-        _reject_options(backend_options, "SourceModule(backend='cuda')", MODULE_OPTIONS)
+        _reject_options(
+            backend_options, "SourceModule(backend='cuda')", MODULE_OPTIONS, CPU_ONLY_MODULE_OPTIONS
+        )
         status = cuda_status()
         if not status.available:
             raise BackendUnavailable(
@@ -183,6 +186,7 @@ class CudaSourceModule:
         import pycuda.driver as drv
 
         self._drv: Any = drv
+        # Before compiling: with arch=None PyCUDA builds for the current context's device.
         _enter_primary_context(drv)
         try:
             self.pycuda_module: Any = pycuda.compiler.SourceModule(
@@ -344,6 +348,7 @@ class CudaFunction:
         shared: object = 0,
         stream: object = None,
         time_kernel: object = False,
+        texrefs: object = None,
         **options: object,
     ) -> float | None:
         record = self.launch(
@@ -353,6 +358,7 @@ class CudaFunction:
             shared=shared,
             stream=stream,
             time_kernel=time_kernel,
+            texrefs=texrefs,
             **options,
         )
         return record.elapsed_s if time_kernel else None
@@ -365,21 +371,28 @@ class CudaFunction:
         shared: object = 0,
         stream: object = None,
         time_kernel: object = False,
+        texrefs: object = None,
         **options: object,
     ) -> Launch:
         """Launch the kernel and return what happened; the same arguments as calling it."""
         # Everything the user can get wrong is checked before the first driver call, so a
         # mistake never leaves a half-done launch or device memory behind.
-        _reject_options(options, f"kernel {self.name!r}", LAUNCH_OPTIONS)
+        _reject_options(options, f"kernel {self.name!r}", LAUNCH_OPTIONS, CPU_ONLY_OPTIONS)
         blk, grd, shm = check_geometry(block, grid, shared)
         if not isinstance(time_kernel, (bool, np.bool_)):
             raise UsageError(f"time_kernel={time_kernel!r} must be True or False.")
+        extra: dict[str, object] = {"stream": stream}
+        if texrefs is not None:
+            if not isinstance(texrefs, (list, tuple)):
+                raise UsageError(f"texrefs={texrefs!r} must be a list of PyCUDA TextureReferences.")
+            if texrefs:
+                extra["texrefs"] = list(texrefs)
         params = [self._param(i, arg) for i, arg in enumerate(args)]
         buffers = [p for p in params if isinstance(p, _Buffer)]
         drv = self._drv
         try:
             try:
-                elapsed = self._run(params, buffers, blk, grd, shm, stream, bool(time_kernel))
+                elapsed = self._run(params, buffers, blk, grd, shm, extra, bool(time_kernel))
             finally:
                 free_error = self._free(buffers)
             if free_error is not None:
@@ -443,7 +456,7 @@ class CudaFunction:
         block: tuple[int, int, int],
         grid: tuple[int, int, int],
         shared: int,
-        stream: object,
+        extra: dict[str, object],
         time_kernel: bool,
     ) -> float:
         drv = self._drv
@@ -464,14 +477,14 @@ class CudaFunction:
         if time_kernel:
             # Events time the kernel alone, on the GPU's clock, not Python's launch overhead.
             start, end = drv.Event(), drv.Event()
-            start.record(stream)
-            self.pycuda_function(*kernel_args, block=block, grid=grid, shared=shared, stream=stream)
-            end.record(stream)
+            start.record(extra["stream"])
+            self.pycuda_function(*kernel_args, block=block, grid=grid, shared=shared, **extra)
+            end.record(extra["stream"])
             end.synchronize()
             elapsed = float(start.time_till(end)) / 1000.0
         else:
             began = time.perf_counter()
-            self.pycuda_function(*kernel_args, block=block, grid=grid, shared=shared, stream=stream)
+            self.pycuda_function(*kernel_args, block=block, grid=grid, shared=shared, **extra)
             # Launches are asynchronous: a fault only surfaces at the next synchronization, and
             # it must surface here, attributed to this kernel, not in some later unrelated call.
             drv.Context.synchronize()
@@ -484,8 +497,8 @@ class CudaFunction:
     def _free(self, buffers: list[_Buffer]) -> BaseException | None:
         """Free every device buffer; return the first driver error instead of stopping at it.
 
-        After a sticky fault every free fails too; that failure says nothing new, and raising it
-        would hide the fault that caused it.
+        After a sticky fault every free fails too (current PyCUDA prints those failures, older
+        versions raise them); that says nothing new and must not hide the fault that caused it.
         """
         first: BaseException | None = None
         for buf in buffers:
@@ -613,4 +626,4 @@ def _kernel_scalar(value: np.generic, index: int) -> np.generic:
     return value
 
 
-__all__ = ["CPU_ONLY_OPTIONS", "CudaFunction", "CudaSourceModule"]
+__all__ = ["CPU_ONLY_MODULE_OPTIONS", "CPU_ONLY_OPTIONS", "CudaFunction", "CudaSourceModule"]

@@ -25,6 +25,7 @@ import gradcheck
 import gradcheck.backends
 from gradcheck import In, InOut, Out
 from gradcheck._launch import POISON_BITS, POISON_BYTE, count_poison
+from gradcheck.backends import _detect as detect
 from gradcheck.backends import cuda as cuda_backend
 from gradcheck.backends import resolve_backend
 from gradcheck.backends._detect import BackendStatus, cuda_status
@@ -292,11 +293,17 @@ class _RaiseOnImport(importlib.abc.MetaPathFinder):
 @pytest.fixture(autouse=True)
 def fresh_detection(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Detection is cached per process; each test sees its own fake, and leaves no pycuda behind."""
+    # Where the real PyCUDA is installed and tests/gpu already ran, its modules (autoprimaryctx
+    # included) are in sys.modules; set them aside so the fakes are all a test sees.
     saved = {k: v for k, v in sys.modules.items() if k == "pycuda" or k.startswith("pycuda.")}
+    for name in saved:
+        del sys.modules[name]
     cuda_status.cache_clear()
     monkeypatch.setattr(cuda_backend, "nvcc_path", lambda nvcc="nvcc": FAKE_NVCC)
+    monkeypatch.setattr(detect, "nvcc_path", lambda nvcc="nvcc": FAKE_NVCC)
     monkeypatch.delenv("GRADCHECK_BACKEND", raising=False)
     yield
+    monkeypatch.undo()  # first, or its own undo would later remove the modules restored here
     for name in [k for k in sys.modules if k == "pycuda" or k.startswith("pycuda.")]:
         del sys.modules[name]
     sys.modules.update(saved)
@@ -364,6 +371,15 @@ def test_status_with_one_device_names_it(gpu: FakeCuda) -> None:
     assert status.available
     assert status.reason == ""
     assert status.detail == "Fake GPU (sm_90), 1 device(s)"
+
+
+def test_status_with_a_device_but_no_nvcc(gpu: FakeCuda, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(detect, "nvcc_path", lambda nvcc="nvcc": None)
+    cuda_status.cache_clear()
+    status = cuda_status()
+    assert not status.available
+    assert "nvcc is not" in status.reason
+    assert resolve_backend("auto")[0] == "cpu"
 
 
 def test_asking_for_cuda_without_it_says_why(no_pycuda: None) -> None:
@@ -544,9 +560,13 @@ def test_a_mangled_kernel_name_is_explained_with_no_extern_c(
 
 def test_the_cuda_module_refuses_cpu_backend_options(gpu: FakeCuda) -> None:
     with pytest.raises(gradcheck.UsageError) as info:
-        gradcheck.SourceModule(SRC, backend="cuda", workers=4)
-    assert "workers=, a cpu-backend option" in str(info.value)
+        gradcheck.SourceModule(SRC, backend="cuda", nvcc_check="off")
+    assert "nvcc_check=, a cpu-backend option" in str(info.value)
     assert "backend='cpu'" in str(info.value)
+    with pytest.raises(
+        gradcheck.UsageError, match=r"unexpected keyword archh=\. Did you mean 'arch'"
+    ):
+        gradcheck.SourceModule(SRC, backend="cuda", archh="sm_90")
 
 
 # --- launching -------------------------------------------------------------------------------
@@ -703,6 +723,16 @@ def test_time_kernel_returns_event_time_in_seconds(gpu: FakeCuda, twice: Any) ->
     assert elapsed == pytest.approx(1.5e-3)
     assert twice.last_launch.elapsed_s == pytest.approx(1.5e-3)
     assert sum(c[0] == "event_record" for c in gpu.calls) == 2
+
+
+def test_texture_references_reach_pycuda_only_when_given(gpu: FakeCuda) -> None:
+    f = gradcheck.SourceModule(SRC, backend="cuda").get_function("noop")
+    texref = object()
+    f(Out(np.zeros(1, np.float32)), block=(1, 1, 1), texrefs=[])
+    f(Out(np.zeros(1, np.float32)), block=(1, 1, 1), texrefs=[texref])
+    launches = [c[3] for c in gpu.calls if c[0] == "launch"]
+    assert "texrefs" not in launches[0]
+    assert launches[1]["texrefs"] == [texref]
 
 
 def test_large_dynamic_shared_memory_is_opted_into(gpu: FakeCuda) -> None:

@@ -40,6 +40,8 @@ from ..._errors import (
     suggest,
 )
 from ..._launch import (
+    CPU_ONLY_OPTIONS,
+    LAUNCH_OPTIONS,
     SCALAR_C_NAMES,
     In,
     InOut,
@@ -60,10 +62,6 @@ SCHEDULES = ("asc", "desc", "random")
 DEFAULT_SCHEDULES = ("asc", "desc", "random:1")
 DEFAULT_STACK_BYTES = 64 * 1024
 DEFAULT_TIMEOUT_S = 60.0
-_CPU_OPTIONS = frozenset(
-    {"schedule", "seed", "workers", "strict", "timeout", "guard", "poison", "stack_bytes"}
-)
-_PYCUDA_OPTIONS = frozenset({"block", "grid", "shared", "stream", "time_kernel", "texrefs"})
 
 
 @dataclass(frozen=True)
@@ -293,7 +291,7 @@ class CpuFunction:
         """Launch once and return what happened (PyCUDA's __call__ returns only the time)."""
         if unknown:
             bad = next(iter(unknown))
-            close = suggest(bad, sorted(_CPU_OPTIONS | _PYCUDA_OPTIONS))
+            close = suggest(bad, sorted(CPU_ONLY_OPTIONS + LAUNCH_OPTIONS))
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UsageError(f"{self.name}(...) got an unknown launch option {bad}=.{hint}")
         b, g, sh = check_geometry(block, grid, shared)

@@ -89,8 +89,10 @@ class WorkerProcess:
             self.restarts += 1
 
     def close(self) -> None:
+        """Stop the worker for good (at interpreter exit)."""
         with self.lock:
             self._stop()
+            self._stderr.close()
 
     def _stderr_tail(self, since: int) -> str:
         self._stderr.seek(since)
