@@ -93,10 +93,11 @@ def SourceModule(  # noqa: N802 - named as PyCUDA's class so launcher code runs 
     ``cuda``; the module records which one it got in ``.backend`` and why in ``.backend_reason``.
     ``backend_options`` go to the backend (see CpuSourceModule for the cpu backend's).
 
-    >>> mod = SourceModule('extern "C" __global__ void twice(float* x) { x[threadIdx.x] *= 2; }',
-    ...                    no_extern_c=True, backend="cpu")
+    >>> import numpy as np, gradcheck as gc
+    >>> mod = gc.SourceModule("__global__ void twice(float* x) { x[threadIdx.x] *= 2; }",
+    ...                       backend="cpu")
     >>> x = np.arange(4, dtype=np.float32)
-    >>> mod.get_function("twice")(InOut(x), block=(4, 1, 1))
+    >>> mod.get_function("twice")(gc.InOut(x), block=(4, 1, 1))
     >>> x.tolist()
     [0.0, 2.0, 4.0, 6.0]
     """

@@ -27,6 +27,7 @@ from ..._errors import (
     ArithmeticFault,
     BarrierDivergence,
     DeviceAssert,
+    GradcheckError,
     KernelCrash,
     KernelFault,
     KernelNotFound,
@@ -545,7 +546,7 @@ class CpuFunction:
 
     def _fault(
         self, reply: dict[str, Any], arena: Arena, b: tuple[int, int, int], g: tuple[int, int, int]
-    ) -> KernelFault:
+    ) -> GradcheckError:
         kind = reply["kind"]
         block = tuple(reply["block"])
         thread = tuple(reply["thread"])
@@ -588,7 +589,7 @@ class CpuFunction:
             6: StackOverflow,
         }.get(kind, KernelFault)
         if kind == 8:
-            return LaunchError(f"{self.name}: {msg}")  # type: ignore[return-value]
+            return LaunchError(f"{self.name}: {msg}")
         if kind in (3, 4):  # the message names the threads; the last one resumed is not to blame
             return cls(f"{msg} ({self.name}, block {_fmt3(block)})", kernel=self.name, block=block)
         return cls(f"{msg} ({self.name}, {at})", **common)
