@@ -61,7 +61,7 @@ extern "C" __global__ void shuffles(const int* x, int* out) {
     out[2 * 32 + t] = __shfl_down_sync(0xffffffffu, v, 2, 8);
     out[3 * 32 + t] = __shfl_xor_sync(0xffffffffu, v, 3);
     out[4 * 32 + t] = (int)__reduce_add_sync(0xffffffffu, (unsigned)v);
-    out[5 * 32 + t] = (int)__match_any_sync(0xffffffffu, v & 1);
+    out[5 * 32 + t] = (int)__match_any_sync(0xffffffffu, v % 3);
     __syncwarp();
 }
 
