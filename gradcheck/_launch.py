@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from ._errors import UsageError
+from ._errors import UsageError, suggest
 
 Direction = Literal["in", "out", "inout"]
 
@@ -79,6 +79,25 @@ class InOut(_Wrapped):
     """Copied in before and back after the launch."""
 
     direction: Direction = "inout"
+
+
+def reject_options(
+    options: Sequence[str],
+    what: str,
+    accepted: Sequence[str],
+    foreign: Sequence[str] = (),
+    foreign_note: str = "",
+) -> None:
+    """Refuse the first keyword in ``options``: with ``foreign_note`` when it belongs to another
+    backend (``foreign``), else with the closest accepted names."""
+    for key in options:
+        if key in foreign:
+            raise UsageError(f"{what} got {key}=, {foreign_note}")
+        close = suggest(key, accepted)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise UsageError(
+            f"{what} got an unexpected keyword {key}=.{hint} It accepts: {', '.join(accepted)}."
+        )
 
 
 def check_array(array: object, wrapper: str) -> np.ndarray:

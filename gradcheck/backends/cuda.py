@@ -25,7 +25,6 @@ from .._errors import (
     LaunchError,
     OutOfBounds,
     UsageError,
-    suggest,
 )
 from .._launch import (
     CPU_ONLY_OPTIONS,
@@ -43,11 +42,17 @@ from .._launch import (
     check_scalar,
     count_poison,
     poison_fill,
+    reject_options,
 )
 from ._detect import cuda_status, nvcc_path
 from ._source import Source, declared_kernel_names, load_source
 
 CPU_ONLY_MODULE_OPTIONS: tuple[str, ...] = ("nvcc_check",)
+_CPU_ONLY_NOTE = (
+    "a cpu-backend option: the cuda backend runs the kernel on the GPU as compiled and has no "
+    "such option. Drop it, or pass backend='cpu' to SourceModule to run the same source under "
+    "the emulator."
+)
 MODULE_OPTIONS: tuple[str, ...] = (
     "nvcc",
     "options",
@@ -99,24 +104,6 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _reject_options(
-    options: dict[str, object], what: str, known: tuple[str, ...], cpu_only: tuple[str, ...]
-) -> None:
-    for key in options:
-        if key in cpu_only:
-            raise UsageError(
-                f"{what} got {key}=, a cpu-backend option: the cuda backend runs the kernel on the "
-                f"GPU as compiled and has no {key}. Drop it, or pass backend='cpu' to "
-                "SourceModule to run the same source under the emulator."
-            )
-        close = suggest(key, known)
-        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise UsageError(
-            f"{what} got an unexpected keyword {key}=.{hint} "
-            f"The cuda backend accepts: {', '.join(known)}."
-        )
-
-
 def _check_str_list(value: object, what: str, example: str) -> list[str] | None:
     """PyCUDA iterates these, so a bare string would silently become one flag per character."""
     if value is None:
@@ -153,8 +140,12 @@ class CudaSourceModule:
         include_dirs: list[str] | None = None,
         **backend_options: object,
     ) -> None:
-        _reject_options(
-            backend_options, "SourceModule(backend='cuda')", MODULE_OPTIONS, CPU_ONLY_MODULE_OPTIONS
+        reject_options(
+            list(backend_options),
+            "SourceModule(backend='cuda')",
+            MODULE_OPTIONS,
+            CPU_ONLY_MODULE_OPTIONS,
+            _CPU_ONLY_NOTE,
         )
         status = cuda_status()
         if not status.available:
@@ -377,7 +368,9 @@ class CudaFunction:
         """Launch the kernel and return what happened; the same arguments as calling it."""
         # Everything the user can get wrong is checked before the first driver call, so a
         # mistake never leaves a half-done launch or device memory behind.
-        _reject_options(options, f"kernel {self.name!r}", LAUNCH_OPTIONS, CPU_ONLY_OPTIONS)
+        reject_options(
+            list(options), f"kernel {self.name!r}", LAUNCH_OPTIONS, CPU_ONLY_OPTIONS, _CPU_ONLY_NOTE
+        )
         blk, grd, shm = check_geometry(block, grid, shared)
         if not isinstance(time_kernel, (bool, np.bool_)):
             raise UsageError(f"time_kernel={time_kernel!r} must be True or False.")

@@ -4,13 +4,7 @@ A launch runs in a worker process (a crash or hang there never takes the caller 
 thread is a fiber that switches at __syncthreads() and warp collectives in a chosen schedule;
 outputs and shared memory start poisoned; buffers sit between guard pages.
 
-Differences from PyCUDA that remain (see README "cpu backend"):
-  - ``stream`` is accepted and ignored: launches are synchronous.
-  - ``__constant__`` memory, textures, ``get_global``, inline PTX, ``__half``/``__nv_bfloat16``,
-    cooperative groups and CUB are not supported.
-  - Arguments are checked against the kernel's real parameter types (PyCUDA passes bytes blindly).
-  - Between barriers, the threads of a block do not interleave: a spin-wait on another thread of
-    the same block never ends (it is reported as a timeout).
+The differences from PyCUDA that remain are listed in the README, section "The cpu backend".
 """
 
 from __future__ import annotations
@@ -43,7 +37,6 @@ from ..._errors import (
 from ..._launch import (
     CPU_ONLY_OPTIONS,
     LAUNCH_OPTIONS,
-    SCALAR_C_NAMES,
     In,
     InOut,
     Launch,
@@ -52,6 +45,7 @@ from ..._launch import (
     check_geometry,
     check_scalar,
     count_poison,
+    reject_options,
 )
 from .._source import Source, load_source
 from . import _build
@@ -117,10 +111,11 @@ class KernelInfo:
 
 
 def _numpy_name(p: Param) -> str:
-    for name, c in SCALAR_C_NAMES.items():
-        if c == p.c_type.replace("const ", "").rstrip("*"):
-            return name
-    return ""
+    """The numpy scalar type of a parameter (or of a pointer's element): 'float32', 'int32', ..."""
+    kind = {"f": "float", "i": "int", "u": "uint"}.get(p.code)
+    if p.code == "b":
+        return "bool_"
+    return f"{kind}{8 * p.size}" if kind and p.size in (1, 2, 4, 8) else ""
 
 
 class CpuSourceModule:
@@ -290,11 +285,7 @@ class CpuFunction:
         **unknown: Any,
     ) -> Launch:
         """Launch once and return what happened (PyCUDA's __call__ returns only the time)."""
-        if unknown:
-            bad = next(iter(unknown))
-            close = suggest(bad, sorted(CPU_ONLY_OPTIONS + LAUNCH_OPTIONS))
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UsageError(f"{self.name}(...) got an unknown launch option {bad}=.{hint}")
+        reject_options(list(unknown), f"{self.name}(...)", LAUNCH_OPTIONS + CPU_ONLY_OPTIONS)
         b, g, sh = check_geometry(block, grid, shared)
         schedule, seed = _parse_schedule(schedule, seed)
         if guard not in ("end", "start"):
@@ -461,7 +452,7 @@ class CpuFunction:
                         "device pointers cannot be passed to the cpu backend."
                     )
                 if not p.accepts_dtype(a.array.dtype):
-                    want = _numpy_name(Param("", False, p.code, False, p.size))
+                    want = _numpy_name(p)
                     raise UsageError(
                         f"{p.label(i)} is `{p.c_type}` in {self.info.name}, but got a "
                         f"{a.array.dtype} array. Convert it: x.astype(np.{want or 'float32'})."
@@ -474,9 +465,7 @@ class CpuFunction:
                 arrays.append((i, a))
                 out.append(("buffer", ""))
                 continue
-            if isinstance(a, np.ndarray):
-                check_scalar(a, i, p.name)  # raises: a bare array
-            value = check_scalar(a, i, p.name)
+            value = check_scalar(a, i, p.name)  # refuses bare arrays and Python numbers
             if p.is_pointer:
                 raise UsageError(
                     f"{p.label(i)} is `{p.c_type}` in {self.info.name}: pass an array wrapped as "

@@ -130,14 +130,11 @@ class Build:
 
 def translation_unit(source: Source, no_extern_c: bool) -> str:
     """What g++ compiles: the prelude, then the source exactly as PyCUDA would hand it to nvcc."""
-    name = source.display_name.replace("\\", "/").replace('"', '\\"')
-    body = f'#line 1 "{name}"\n{source.text}\n'
-    if not no_extern_c:
-        body = f'extern "C" {{\n{body}}}\n'
-    return f'#include "gradcheck_cuda.h"\n{USER_BEGIN}\n{body}'
+    return f'#include "gradcheck_cuda.h"\n{USER_BEGIN}\n{nvcc_unit(source, no_extern_c)}'
 
 
 def nvcc_unit(source: Source, no_extern_c: bool) -> str:
+    """The source as PyCUDA hands it to nvcc, with #line so messages cite the user's file."""
     name = source.display_name.replace("\\", "/").replace('"', '\\"')
     body = f'#line 1 "{name}"\n{source.text}\n'
     return body if no_extern_c else f'extern "C" {{\n{body}}}\n'

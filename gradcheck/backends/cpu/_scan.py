@@ -53,9 +53,7 @@ def scan(text: str, start: int = 0) -> Scan:
     """Scan preprocessed source from ``start`` (where the user's code begins)."""
     scopes: list[tuple[str, str]] = []  # (kind, name): namespace / linkage / block
     boundary = start
-    definitions: list[
-        tuple[str, str, str, str, bool]
-    ] = []  # (qualified, targs, params, names, is_template)
+    definitions: list[tuple[str, str]] = []  # (qualified name, params), non-template kernels
     primaries: dict[str, str] = {}  # template kernel -> namespace prefix
     instantiations: list[tuple[str, str, str]] = []
     edits: list[tuple[int, int, str]] = []
@@ -94,7 +92,7 @@ def scan(text: str, start: int = 0) -> Scan:
             ):
                 instantiations.append((qualified, targs, params))
             elif follows == "{":
-                definitions.append((qualified, targs, params, "", False))
+                definitions.append((qualified, params))
         elif t == SHARED_MARK:
             edit = _rewrite_extern_shared(text, boundary, tok, in_function=_in_function(scopes))
             if edit:
@@ -116,9 +114,9 @@ def scan(text: str, start: int = 0) -> Scan:
 
     kernels: list[KernelDecl] = []
     counts: dict[str, int] = {}
-    for qualified, _, _, _, _ in definitions:
+    for qualified, _ in definitions:
         counts[qualified] = counts.get(qualified, 0) + 1
-    for qualified, _, params, _, _ in definitions:
+    for qualified, params in definitions:
         ptr = f"&::{qualified}"
         expr = (
             ptr

@@ -41,7 +41,6 @@ struct cudacpu_kernel {
 struct alignas(64) cudacpu_worker_status {
     volatile uint32_t block;   // linear index of the block this OS thread runs, or UINT32_MAX
     volatile uint32_t thread;  // linear index of the CUDA thread last resumed
-    volatile uint32_t running, at_barrier, in_warp_op, exited;
 };
 struct cudacpu_status {
     volatile uint32_t blocks_done;

@@ -246,7 +246,6 @@ std::string resolve_warps(Worker* w, bool& progressed) {
             const Lane& l = w->lanes[i];
             if (op == CUDACPU_BALLOT && l.val) ballot |= 1u << (i - lo);
             if (op >= CUDACPU_REDUCE_ADD) {
-                const bool sgn = l.src == 1;
                 const int64_t vi = (int64_t)l.val;
                 const uint64_t vu = (uint32_t)l.val;
                 if (!init) {
@@ -263,7 +262,6 @@ std::string resolve_warps(Worker* w, bool& progressed) {
                     case CUDACPU_REDUCE_OR: acc_u |= vu; break;
                     case CUDACPU_REDUCE_XOR: acc_u ^= vu; break;
                 }
-                (void)sgn;
             }
         }
         for (unsigned i = lo; i < hi; ++i) {
@@ -327,8 +325,6 @@ std::string run_block(Worker* w, SplitMix64& rng) {
         if (progressed) continue;
         unsigned bar = 0, done = 0;
         for (auto& l : w->lanes) (l.st == BAR ? bar : done)++;
-        w->st->at_barrier = bar;
-        w->st->exited = done;
         if (!bar) return "";
         if (done && L->strict)
             return "barrier divergence: " + describe_lanes(w, DONE, "returned") + " while " +
