@@ -457,3 +457,26 @@ def test_missing_source_file() -> None:
 def test_unsupported_header_says_so_clearly() -> None:
     with pytest.raises(gc.CompileError, match=r"__half \(16-bit float\) .* is not supported yet"):
         gc.SourceModule("#include <cuda_fp16.h>\n__global__ void k(float* y) {}", backend="cpu")
+
+
+# ---- kernel printf -------------------------------------------------------------------------------
+
+
+def test_kernel_printf_reaches_sys_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    mod = gc.SourceModule(
+        '__global__ void hello(int n) { if (threadIdx.x < n) printf("thread %d of block %d\\n", '
+        "threadIdx.x, blockIdx.x); }",
+        backend="cpu",
+    )
+    mod.get_function("hello")(np.int32(2), block=(4, 1, 1), grid=(1, 1))
+    assert capsys.readouterr().out == "thread 0 of block 0\nthread 1 of block 0\n"
+
+
+def test_printf_before_a_crash_is_not_lost(capsys: pytest.CaptureFixture[str]) -> None:
+    src = 'extern "C" __global__ void k(int* y) { printf("about to fail\\n"); abort(); }'
+    mod = gc.SourceModule(
+        src, no_extern_c=True, backend="cpu", nvcc_check="off"
+    )  # abort: host-only
+    with pytest.raises(gc.KernelCrash):
+        mod.get_function("k")(gc.Out(np.zeros(1, np.int32)), block=(1, 1, 1))
+    assert capsys.readouterr().out == "about to fail\n"

@@ -50,6 +50,10 @@ class WorkerProcess:
         self._sock: socket.socket | None = None
         # Lives as long as the worker: the worker's stderr, read back when it crashes.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        # The worker's stdout (kernel printf), forwarded to sys.stdout after every request, so
+        # it lands wherever the caller's output goes: a notebook cell, pytest's capture, a pipe.
+        self._stdout = tempfile.TemporaryFile()  # noqa: SIM115
+        self._stdout_pos = 0
         self._loaded: dict[str, list[dict[str, Any]]] = {}
         self.lock = threading.RLock()
         self.restarts = 0
@@ -61,6 +65,7 @@ class WorkerProcess:
                 [sys.executable, "-I", "-S", str(WORKER), str(child.fileno())],
                 pass_fds=[child.fileno()],
                 stdin=subprocess.DEVNULL,
+                stdout=self._stdout,
                 stderr=self._stderr,
             )
         except OSError as exc:
@@ -93,6 +98,15 @@ class WorkerProcess:
         with self.lock:
             self._stop()
             self._stderr.close()
+            self._stdout.close()
+
+    def _forward_stdout(self) -> None:
+        self._stdout.seek(self._stdout_pos)
+        data = self._stdout.read()
+        self._stdout_pos += len(data)
+        if data:
+            sys.stdout.write(data.decode(errors="replace"))
+            sys.stdout.flush()
 
     def _stderr_tail(self, since: int) -> str:
         self._stderr.seek(since)
@@ -123,34 +137,37 @@ class WorkerProcess:
             socket.send_fds(self._sock, [json.dumps(req).encode()], fds or [])
             self._sock.settimeout(POLL_S)
             last, last_change = progress() if progress else None, time.monotonic()
-            while True:
-                try:
-                    data = self._sock.recv(1 << 20)
-                except TimeoutError:
-                    if self._proc.poll() is not None:
+            try:
+                while True:
+                    try:
+                        data = self._sock.recv(1 << 20)
+                    except TimeoutError:
+                        if self._proc.poll() is not None:
+                            data = b""
+                        else:
+                            now = progress() if progress else None
+                            if now != last:
+                                last, last_change = now, time.monotonic()
+                            elif (
+                                stall_timeout is not None
+                                and time.monotonic() - last_change > stall_timeout
+                            ):
+                                detail = describe_stall() if describe_stall else ""
+                                self._stop()
+                                raise WorkerStalled(stall_timeout, detail) from None
+                            continue
+                    except OSError:
                         data = b""
-                    else:
-                        now = progress() if progress else None
-                        if now != last:
-                            last, last_change = now, time.monotonic()
-                        elif (
-                            stall_timeout is not None
-                            and time.monotonic() - last_change > stall_timeout
-                        ):
-                            detail = describe_stall() if describe_stall else ""
-                            self._stop()
-                            raise WorkerStalled(stall_timeout, detail) from None
-                        continue
-                except OSError:
-                    data = b""
-                if not data:
-                    self._proc.wait()
-                    rc = self._proc.returncode
-                    tail = self._stderr_tail(since)
-                    self._stop()
-                    raise WorkerDied(rc, tail)
-                reply: dict[str, Any] = json.loads(data)
-                return reply
+                    if not data:
+                        self._proc.wait()
+                        rc = self._proc.returncode
+                        tail = self._stderr_tail(since)
+                        self._stop()
+                        raise WorkerDied(rc, tail)
+                    reply: dict[str, Any] = json.loads(data)
+                    return reply
+            finally:
+                self._forward_stdout()
 
     def load(self, library: str) -> list[dict[str, Any]]:
         """Load a kernel library in the worker; returns its kernel table."""

@@ -198,6 +198,9 @@ def launch(req, fd):
 
 
 def main():
+    # stdout is a file here, which C stdio would buffer fully: a kernel that crashes would lose
+    # its last printf lines. Line buffering keeps them.
+    libc.setvbuf(ctypes.c_void_p.in_dll(libc, "stdout"), None, 1, 0)  # 1: _IOLBF
     sock = socket.socket(fileno=int(sys.argv[1]))
     while True:
         try:
