@@ -11,6 +11,9 @@ machine through an emulator that hunts the bugs a GPU hides (``cpu`` backend)::
     f(gradcheck.In(logits), gradcheck.Out(grad), np.int32(rows), block=(256, 1, 1), grid=(rows, 1))
 """
 
+__version__ = "0.1.0"  # before the imports: submodules read it
+
+from ._check import check as check
 from ._errors import (
     ArithmeticFault as ArithmeticFault,
 )
@@ -29,6 +32,8 @@ from ._errors import (
 from ._errors import (
     GradcheckError as GradcheckError,
 )
+from ._errors import Inconclusive as Inconclusive
+from ._errors import KernelBug as KernelBug
 from ._errors import (
     KernelCrash as KernelCrash,
 )
@@ -50,6 +55,7 @@ from ._errors import (
 from ._errors import (
     ScheduleDependentOutput as ScheduleDependentOutput,
 )
+from ._errors import SignatureMismatch as SignatureMismatch
 from ._errors import (
     StackOverflow as StackOverflow,
 )
@@ -72,18 +78,21 @@ from .backends import (
 from .backends import (
     cuda_status as cuda_status,
 )
-
-__version__ = "0.1.0"
+from .results import Check as Check
+from .results import Report as Report
 
 __all__ = [
     "ArithmeticFault",
     "BackendUnavailable",
     "BarrierDivergence",
+    "Check",
     "CompileError",
     "DeviceAssert",
     "GradcheckError",
     "In",
     "InOut",
+    "Inconclusive",
+    "KernelBug",
     "KernelCrash",
     "KernelFault",
     "KernelNotFound",
@@ -92,12 +101,15 @@ __all__ = [
     "LaunchError",
     "Out",
     "OutOfBounds",
+    "Report",
     "ScheduleDependentOutput",
+    "SignatureMismatch",
     "SourceModule",
     "StackOverflow",
     "UsageError",
     "WarpCollectiveError",
     "__version__",
+    "check",
     "cpu_status",
     "cuda_status",
 ]

@@ -179,3 +179,23 @@ class ScheduleDependentOutput(KernelFault):
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """Close matches of ``name`` among ``choices``, best first."""
     return difflib.get_close_matches(name, list(choices), n=n, cutoff=0.6)
+
+
+class SignatureMismatch(UsageError):
+    """A kernel's parameters do not match the op's canonical signature (exit code 2)."""
+
+
+class VerdictError(GradcheckError):
+    """Raised by Report.raise_for_verdict(); ``report`` holds the whole evidence."""
+
+    def __init__(self, message: str, report: object) -> None:
+        self.report = report
+        super().__init__(message)
+
+
+class KernelBug(VerdictError, AssertionError):
+    """The kernel was found wrong (verdict kernel-bug); pytest shows it as a test failure."""
+
+
+class Inconclusive(VerdictError):
+    """The check could not decide (verdict inconclusive), e.g. it had no power."""

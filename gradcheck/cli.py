@@ -1,10 +1,13 @@
 """The ``gradcheck`` command.
 
+  gradcheck run loss-ce --vocab 2000   check a gradient kernel against the float64 reference
+  gradcheck list [--json]       the ops and their shipped kernels (correct ones and known bugs)
   gradcheck backends            which backends can run here, and why not
   gradcheck compile FILE.cu     build a kernel source for the cpu backend (and nvcc where present):
                                 its kernels, their signatures, registers / shared memory / spills
 
-Exit codes: 0 fine, 2 usage error, 3 a kernel could not be built or launched.
+Exit codes: 0 pass or fd-noise (and inconclusive, with a warning, unless --strict), 1 kernel-bug,
+2 usage error, 3 a kernel could not be built or launched.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -20,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from ._errors import GradcheckError
+from ._errors import GradcheckError, UsageError
 
 
 def _backends(args: argparse.Namespace, console: Console) -> int:
@@ -130,6 +134,94 @@ def _compile(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace, console: Console) -> int:
+    from .ops import OPS
+
+    if args.json:
+        out = {
+            op.id: [
+                {"name": k.name, "expect": k.expect, "description": k.description}
+                for k in op.kernels
+            ]
+            for op in OPS.values()
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    for op in OPS.values():
+        dims = " ".join(f"--{d.name.replace('_', '-')} {d.default}" for d in op.dims)
+        console.print(f"[bold]{op.id}[/]: {escape(op.summary)}  (defaults: {dims} --block 256)")
+        console.print(f"  kernel signature: {escape(op.signature())}")
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        table.add_column("  kernel", no_wrap=True)
+        table.add_column("expect", no_wrap=True)
+        table.add_column("description")
+        for k in op.kernels:
+            mark = " (default)" if k.name == op.default_kernel else ""
+            style = "green" if k.expect == "pass" else "red"
+            table.add_row(f"  {k.name}{mark}", f"[{style}]{k.expect}[/]", escape(k.description))
+        console.print(table)
+    return 0
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    from ._check import check
+    from .ops import OPS
+    from .report import renderables
+
+    dims = {
+        d.name: getattr(args, d.name)
+        for op in OPS.values()
+        for d in op.dims
+        if getattr(args, d.name, None) is not None
+    }
+    if args.source is not None and args.kernel is not None:
+        raise UsageError("give either --kernel NAME (a shipped kernel) or --source FILE, not both.")
+    if args.function is not None and args.source is None:
+        raise UsageError("--function names a kernel in --source FILE; give --source too.")
+    if args.json is not None and not Path(args.json).parent.is_dir():
+        raise UsageError(
+            f"--json {args.json}: the directory {Path(args.json).parent} does not exist."
+        )
+    kernel = args.source if args.source is not None else args.kernel
+    err = Console(stderr=True)
+    status = err.status("starting") if err.is_terminal else None
+    if status is not None:
+        status.start()
+    try:
+        report = check(
+            args.op,
+            kernel,
+            function=args.function,
+            backend=args.backend,
+            block=args.block,
+            seed=args.seed,
+            factor=args.factor,
+            fd32=args.fd32,
+            fd32_eps=args.fd32_eps,
+            fd32_rtol=args.fd32_rtol,
+            fd32_atol=args.fd32_atol,
+            fd32_samples=args.fd32_samples,
+            case=args.case,
+            shared_bytes=args.shared_bytes,
+            progress=(lambda msg: status.update(escape(msg))) if status is not None else None,
+            **dims,
+        )
+    finally:
+        if status is not None:
+            status.stop()
+    for r in renderables(report):
+        # soft_wrap: a reproduce line must stay one line to copy; the table wraps its own cells
+        console.print(r, highlight=False, soft_wrap=not isinstance(r, Table))
+    if args.json is not None:
+        tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
+        tmp.write_text(report.to_json() + "\n")
+        tmp.replace(args.json)
+        console.print(f"report written to {escape(args.json)}", highlight=False)
+    if report.verdict == "inconclusive" and args.strict:
+        return 1
+    return report.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gradcheck",
@@ -137,6 +229,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"gradcheck {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    r = sub.add_parser(
+        "run",
+        help="check a gradient kernel against the float64 reference",
+        description="Run an op's input suite through a kernel and give a verdict with evidence.",
+    )
+    r.add_argument("op", help="the op id, e.g. loss-ce (gradcheck list)")
+    seen: set[str] = set()
+    from .ops import OPS
+
+    for op in OPS.values():
+        for d in op.dims:
+            if d.name not in seen:
+                seen.add(d.name)
+                r.add_argument(
+                    f"--{d.name.replace('_', '-')}",
+                    dest=d.name,
+                    type=int,
+                    default=None,
+                    metavar="N",
+                    help=f"{d.help} ({op.id}; default {d.default})",
+                )
+    r.add_argument("--block", type=int, default=256, metavar="N", help="blockDim.x (default 256)")
+    r.add_argument(
+        "--kernel", default=None, metavar="NAME", help="a shipped kernel (gradcheck list)"
+    )
+    r.add_argument("--source", default=None, metavar="FILE.cu", help="your kernel's source file")
+    r.add_argument("--function", default=None, metavar="NAME", help="the kernel in --source")
+    r.add_argument("--backend", choices=("auto", "cpu", "cuda"), default=None)
+    r.add_argument("--seed", type=int, default=0, help="seed of the input suite (default 0)")
+    r.add_argument("--case", default=None, metavar="NAME", help="run one case of the suite only")
+    r.add_argument("--shared-bytes", type=int, default=0, metavar="N", help="dynamic shared memory")
+    r.add_argument(
+        "--factor",
+        type=float,
+        default=3.0,
+        metavar="X",
+        help="kernel error allowed, in units of the float32 noise (default 3)",
+    )
+    r.add_argument(
+        "--fd32",
+        action="store_true",
+        help="also run the hand-written float32 finite-difference check and explain it",
+    )
+    r.add_argument("--fd32-eps", type=float, default=1e-3, metavar="H", help="its step (1e-3)")
+    r.add_argument("--fd32-rtol", type=float, default=1e-2, metavar="R", help="its rtol (1e-2)")
+    r.add_argument("--fd32-atol", type=float, default=0.0, metavar="A", help="its atol (0)")
+    r.add_argument(
+        "--fd32-samples", type=int, default=100, metavar="N", help="elements it checks (100)"
+    )
+    r.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
+    r.add_argument(
+        "--strict", action="store_true", help="exit 1 on inconclusive (as a CI gate does)"
+    )
+    ls = sub.add_parser("list", help="the ops and their shipped kernels")
+    ls.add_argument("--json", action="store_true", help="print JSON: op id -> kernels")
     b = sub.add_parser("backends", help="which backends can run kernels here")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c = sub.add_parser("compile", help="build a .cu file for the cpu backend and list its kernels")
@@ -173,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console()
-    handlers = {"backends": _backends, "compile": _compile}
+    # Not a terminal (a CI log, a pipe): lay tables out for 120 columns rather than rich's 80.
+    console = Console() if sys.stdout.isatty() else Console(width=120)
+    handlers = {"run": _run, "list": _list, "backends": _backends, "compile": _compile}
     try:
         return handlers[args.command](args, console)
     except GradcheckError as exc:

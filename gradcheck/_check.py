@@ -1,0 +1,500 @@
+"""gradcheck.check(): run an op's input suite through a kernel and decide, with evidence."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from ._errors import KernelFault, OutOfBounds, UsageError, suggest
+from ._runner import CaseRun, KernelRef, Runner, resolve_kernel
+from .compare import DEFAULT_FACTOR, POWER_ERROR, Comparison, compare_output
+from .diagnose import likely_cause, overall
+from .fd import FD32_POWER_ERROR, NaiveFD32, directional, naive_fd32
+from .ops import Case, Op, get_op
+from .results import Check, Report
+from .where import describe, heatmap
+
+FD32_CASES = ("plain", "masked")  # where the hand-written float32 check is replayed
+FD32_DEFAULTS = {"eps": 1e-3, "rtol": 1e-2, "atol": 0.0, "samples": 100}
+MAX_BLOCK = 1024
+
+
+def _positive_int(name: str, value: object, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise UsageError(f"{name}={value!r} must be a whole number.")
+    if value <= 0:
+        raise UsageError(f"{name}={value} must be at least 1.")
+    if value > maximum:
+        raise UsageError(f"{name}={value} is too large: at most {maximum:,}.")
+    return int(value)
+
+
+def _positive_float(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not value > 0:
+        raise UsageError(f"{name}={value!r} must be a positive number.")
+    if not np.isfinite(value):
+        raise UsageError(f"{name}={value!r} must be finite.")
+    return float(value)
+
+
+def check(
+    op: str = "loss-ce",
+    kernel: object = None,
+    *,
+    function: str | None = None,
+    backend: str | None = None,
+    block: int = 256,
+    seed: int = 0,
+    factor: float = DEFAULT_FACTOR,
+    fd32: bool = False,
+    fd32_eps: float = FD32_DEFAULTS["eps"],
+    fd32_rtol: float = FD32_DEFAULTS["rtol"],
+    fd32_atol: float = FD32_DEFAULTS["atol"],
+    fd32_samples: int = int(FD32_DEFAULTS["samples"]),
+    case: str | None = None,
+    shared_bytes: int = 0,
+    progress: Callable[[str], None] | None = None,
+    **dims: int,
+) -> Report:
+    """Check a gradient kernel against the op's float64 reference on its whole input suite.
+
+    ``kernel`` is a shipped kernel name (``gradcheck list``), CUDA source text or a ``.cu`` path
+    (with ``function=``), a kernel function from ``gradcheck.SourceModule``, or a Python callable
+    taking the op's inputs (loss-ce: ``logits, targets, mask``) and returning its output.
+    Sizes are keywords named as the op's dimensions (loss-ce: ``rows``, ``vocab``).
+
+    >>> import gradcheck
+    >>> report = gradcheck.check("loss-ce", vocab=50, rows=4, backend="cpu")  # doctest: +SKIP
+    >>> report.verdict  # doctest: +SKIP
+    'pass'
+    """
+    t0 = time.perf_counter()
+    spec = get_op(op)
+    sizes = _sizes(spec, dims)
+    block = _positive_int("block", block, MAX_BLOCK)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UsageError(f"seed={seed!r} must be a whole number >= 0.")
+    factor = _positive_float("factor", factor)
+    if fd32:
+        fd32_eps = _positive_float("fd32_eps", fd32_eps)
+        fd32_rtol = _positive_float("fd32_rtol", fd32_rtol) if fd32_rtol else 0.0
+        fd32_atol = _positive_float("fd32_atol", fd32_atol) if fd32_atol else 0.0
+        fd32_samples = _positive_int("fd32_samples", fd32_samples, 1 << 20)
+    if isinstance(shared_bytes, bool) or not isinstance(shared_bytes, int) or shared_bytes < 0:
+        raise UsageError(f"shared_bytes={shared_bytes!r} must be a whole number >= 0.")
+    spec.validate(sizes, block)
+    say = progress or (lambda _msg: None)
+    ref = resolve_kernel(spec, kernel, function)
+    say(f"building {ref.label}")
+    runner = Runner(spec, ref, backend=backend, shared_bytes=shared_bytes, seed=int(seed))
+    cases = spec.cases(sizes, block, int(seed))
+    if case is not None:
+        names = [c.name for c in cases]
+        if case not in names:
+            close = suggest(case, names)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise UsageError(f"case={case!r} is not in the suite.{hint} Cases: {', '.join(names)}.")
+        cases = [c for c in cases if c.name == case]
+
+    def reproduce(c: Case | None = None) -> str:
+        parts = [f"gradcheck run {spec.id}"]
+        d = dict(sizes)
+        if c is not None and c.name.startswith(tuple(f"{k}=" for k in c.dims)):
+            d = dict(c.dims)
+        parts += [f"--{k.replace('_', '-')} {v}" for k, v in d.items()]
+        parts += [f"--block {block}", f"--seed {seed}"]
+        if ref.shipped is None or ref.shipped.name != spec.default_kernel:
+            parts.append(ref.cli_args() or "(kernel given from Python)")
+        if backend not in (None, "auto"):
+            parts.append(f"--backend {backend}")
+        if shared_bytes:
+            parts.append(f"--shared-bytes {shared_bytes}")
+        if factor != DEFAULT_FACTOR:
+            parts.append(f"--factor {factor:g}")
+        if c is not None:
+            parts.append(f"--case {c.name}")
+        return " ".join(parts)
+
+    fd32_flags = " --fd32" + "".join(
+        f" --fd32-{k} {v:g}"
+        for k, v in (
+            ("eps", fd32_eps),
+            ("rtol", fd32_rtol),
+            ("atol", fd32_atol),
+            ("samples", fd32_samples),
+        )
+        if v != FD32_DEFAULTS[k]
+    )
+    checks: list[Check] = []
+    for c in cases:
+        say(f"case {c.name}: running {ref.label} ({', '.join(runner.schedules) or 'once'})")
+        run = runner.run(c, block)
+        if run.fault is not None or run.output is None:
+            assert run.fault is not None
+            checks.append(_fault_check(spec, c, block, run.fault, reproduce(c)))
+            continue
+        say(f"case {c.name}: float64 and float32 references")
+        ref64 = spec.reference(c, np.float64)
+        ref32 = spec.reference(c, np.float32)
+        floor = spec.noise_floor(c, ref64)
+        # Compare every run's output and keep the worst: a bug may show in one thread order only.
+        compared = [
+            (name, out, compare_output(out, ref64, ref32, floor, factor=factor))
+            for name, out in run.outputs
+        ]
+        run_name, output, cmp = max(compared, key=lambda t: (t[2].n_bad, t[2].max_ratio))
+        extra: list[str] = []
+        if len(runner.schedules) > 1:
+            sched = _schedule_check(spec, c, block, run, ref64, reproduce(c))
+            align = _alignment_check(spec, c, block, run, ref64, reproduce(c))
+            if sched.verdict != "pass":
+                extra.append("schedule-dependent: the output changes with the thread order")
+            elif align is not None and align.verdict != "pass":
+                extra.append("alignment-dependent: the output changes with the buffers' alignment")
+        checks.append(
+            _compare_check(spec, c, block, output, ref64, cmp, reproduce(c), run_name, extra)
+        )
+        if len(runner.schedules) > 1:
+            checks.append(sched)
+            if align is not None:
+                checks.append(align)
+        output = run.outputs[0][1]
+        say(f"case {c.name}: finite differences of the float64 reference")
+        checks.append(_reference_fd_check(spec, c, ref64, output, int(seed)))
+        if fd32 and c.name in FD32_CASES:
+            say(f"case {c.name}: the float32 finite-difference check ({fd32_samples} elements)")
+            naive = naive_fd32(
+                spec, c, ref64, output, cmp.bad,
+                eps=fd32_eps, rtol=fd32_rtol, atol=fd32_atol, samples=fd32_samples, seed=int(seed),
+            )  # fmt: skip
+            checks.append(_fd32_check(c, naive, reproduce(c) + fd32_flags))
+    return Report(
+        verdict=overall(checks),
+        op=spec.id,
+        backend=runner.backend,
+        backend_reason=runner.backend_reason,
+        kernel=ref.label,
+        shapes={**sizes, "block": block},
+        seed=int(seed),
+        checks=tuple(checks),
+        cases=tuple({"name": c.name, "description": c.description, "dims": c.dims} for c in cases),
+        elapsed_s=time.perf_counter() - t0,
+        reproduce=reproduce() + (fd32_flags if fd32 else ""),
+        version=__version__,
+    )
+
+
+def _sizes(spec: Op, dims: dict[str, Any]) -> dict[str, int]:
+    known = {d.name: d for d in spec.dims}
+    out = {d.name: d.default for d in spec.dims}
+    for name, value in dims.items():
+        if name not in known:
+            close = suggest(name, known)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise UsageError(
+                f"{spec.id} has no dimension {name!r}.{hint} Its dimensions: {', '.join(known)}."
+            )
+        out[name] = _positive_int(name, value, known[name].maximum)
+    return out
+
+
+def _geometry_label(spec: Op, c: Case, block: int, backend_note: str = "") -> str:
+    dims = ", ".join(f"{k}={v}" for k, v in c.dims.items())
+    return f"{spec.id} {spec.output} ({dims}, block={block}){backend_note}"
+
+
+def _compare_check(
+    spec: Op,
+    c: Case,
+    block: int,
+    out: np.ndarray,
+    ref64: np.ndarray,
+    cmp: Comparison,
+    repro: str,
+    run_name: str = "",
+    extra: Sequence[str] = (),
+) -> Check:
+    numbers: dict[str, Any] = {
+        "elements": cmp.n,
+        "beyond_bound": cmp.n_bad,
+        "unwritten": cmp.n_unwritten,
+        "nonfinite": cmp.n_nonfinite,
+        "max_ratio": cmp.max_ratio,
+        "factor": cmp.factor,
+        "worst_index": list(cmp.worst),
+        "worst_kernel": cmp.worst_kernel,
+        "worst_reference": cmp.worst_ref,
+        "worst_bound": cmp.worst_bound,
+        "reference_f32_ratio": cmp.ref32_ratio,
+        "detectable_rel_error": cmp.detectable_rel,
+        "power_share": cmp.power_share,
+        "run": run_name,
+    }
+    if cmp.n_bad:
+        where = [
+            *describe(cmp.bad, out, ref64, cmp.unwritten, op=spec, case=c, block=block),
+            *extra,
+        ]
+        rel = (
+            abs(cmp.worst_kernel - cmp.worst_ref) / abs(cmp.worst_ref)
+            if cmp.worst_ref
+            else float("inf")
+        )
+        worst = f"[{', '.join(map(str, cmp.worst))}]"
+        err = (
+            "never written"
+            if cmp.unwritten[cmp.worst]
+            else (
+                f"max rel err {rel:.2g}"
+                if np.isfinite(rel)
+                else f"kernel {cmp.worst_kernel:.3g} where the reference is {cmp.worst_ref:.3g}"
+            )
+        )
+        return Check(
+            name="compare",
+            case=c.name,
+            verdict="kernel-bug",
+            summary=(
+                f"{cmp.n_bad:,} of {cmp.n:,} elements beyond the noise bound "
+                f"({err} at {worst}; bound {cmp.worst_bound:.2g})"
+            ),
+            numbers=numbers,
+            where=tuple(where),
+            heatmap=tuple(heatmap(cmp.bad, block=block)) if cmp.bad.ndim >= 2 else (),
+            likely_cause=likely_cause(where, spec.output_axes[spec.thread_axis]),
+            reproduce=repro,
+        )
+    power = (
+        f"would see a relative error of {cmp.detectable_rel:.1e} (median element)"
+        if cmp.n_exact < cmp.n
+        else "every element must be exactly zero: checked to within 1e-37"
+    )
+    if not cmp.has_power:
+        return Check(
+            name="compare",
+            case=c.name,
+            verdict="inconclusive",
+            summary=(
+                f"no power: the bound ({cmp.factor:g}x the noise) would miss a {POWER_ERROR:.0%} "
+                f"error on elements carrying {1 - cmp.power_share:.0%} of the gradient's magnitude; "
+                "a pass here would prove nothing"
+            ),
+            numbers=numbers,
+            likely_cause="the tolerance factor is above the signal; lower --factor (default 3)",
+            reproduce=repro,
+        )
+    return Check(
+        name="compare",
+        case=c.name,
+        verdict="pass",
+        summary=(
+            f"max error {cmp.max_ratio:.2g}x the noise bound (allowed {cmp.factor:g}x); "
+            f"float32 reference {cmp.ref32_ratio:.2g}x the rounding floor; {power}"
+        ),
+        numbers=numbers,
+        reproduce=repro,
+    )
+
+
+def _schedule_check(
+    spec: Op, c: Case, block: int, run: CaseRun, ref64: np.ndarray, repro: str
+) -> Check:
+    diff = run.schedule_diff
+    assert diff is not None and run.output is not None
+    n = int(np.count_nonzero(diff))
+    numbers = {
+        "schedules": list(run.schedules),
+        "differing": n,
+        "max_difference": run.schedule_max_diff,
+    }
+    if not n:
+        return Check(
+            name="schedules",
+            case=c.name,
+            verdict="pass",
+            summary=f"bitwise identical under {len(run.schedules)} thread orders ({', '.join(run.schedules)})",
+            numbers=numbers,
+        )
+    where = describe(
+        diff,
+        run.output,
+        ref64,
+        np.zeros(diff.shape, bool),
+        op=spec,
+        case=c,
+        block=block,
+        values=False,
+    )
+    return Check(
+        name="schedules",
+        case=c.name,
+        verdict="kernel-bug",
+        summary=(
+            f"schedule-dependent output: {n:,} of {diff.size:,} elements differ between thread "
+            f"orders {', '.join(run.schedules)} (max difference {run.schedule_max_diff:.3g})"
+        ),
+        numbers=numbers,
+        where=tuple(where),
+        heatmap=tuple(heatmap(diff, block=block)) if diff.ndim >= 2 else (),
+        likely_cause=likely_cause(["schedule-dependent"], spec.output_axes[spec.thread_axis]),
+        reproduce=repro,
+    )
+
+
+def _alignment_check(
+    spec: Op, c: Case, block: int, run: CaseRun, ref64: np.ndarray, repro: str
+) -> Check | None:
+    diff = run.alignment_diff
+    if diff is None or run.output is None:
+        return None
+    n = int(np.count_nonzero(diff))
+    numbers = {"differing": n, "max_difference": run.alignment_max_diff}
+    if not n:
+        return Check(
+            "alignment", c.name, "pass",
+            "bitwise identical with the buffers at another alignment (page-aligned start)", numbers,
+        )  # fmt: skip
+    where = describe(
+        diff,
+        run.output,
+        ref64,
+        np.zeros(diff.shape, bool),
+        op=spec,
+        case=c,
+        block=block,
+        values=False,
+    )
+    return Check(
+        name="alignment",
+        case=c.name,
+        verdict="kernel-bug",
+        summary=(
+            f"alignment-dependent output: {n:,} of {diff.size:,} elements change when the buffers "
+            f"start at another address (max difference {run.alignment_max_diff:.3g})"
+        ),
+        numbers=numbers,
+        where=tuple(where),
+        heatmap=tuple(heatmap(diff, block=block)) if diff.ndim >= 2 else (),
+        likely_cause=likely_cause(["alignment-dependent"], spec.output_axes[spec.thread_axis]),
+        reproduce=repro,
+    )
+
+
+def _fault_check(spec: Op, c: Case, block: int, fault: KernelFault, repro: str) -> Check:
+    axis = spec.output_axes[spec.thread_axis]
+    where: list[str] = []
+    if fault.block is not None and fault.thread is not None:
+        where.append(f"block {fault.block}, thread {fault.thread}")
+        extent = c.dims.get(axis)
+        if extent is not None and extent < block and fault.thread[0] >= extent:
+            where.append(
+                f"threadIdx.x = {fault.thread[0]} >= {axis} = {extent} (< blockDim.x = {block}): "
+                f"the kernel assumes {axis} >= blockDim.x"
+            )
+    numbers: dict[str, Any] = {"fault": fault.kind}
+    if isinstance(fault, OutOfBounds):
+        numbers.update(
+            argument=fault.arg_name, access=fault.access, offset_bytes=fault.offset_bytes
+        )
+    if fault.block is not None:
+        numbers["block"] = list(fault.block)
+    if fault.thread is not None:
+        numbers["thread"] = list(fault.thread)
+    first = str(fault).strip().splitlines()[0] if str(fault).strip() else fault.kind
+    return Check(
+        name="fault",
+        case=c.name,
+        verdict="kernel-bug",
+        summary=f"{fault.kind}: {first}",
+        numbers=numbers,
+        where=tuple(where),
+        likely_cause=likely_cause([fault.kind], axis),
+        reproduce=repro,
+    )
+
+
+def _reference_fd_check(spec: Op, c: Case, ref64: np.ndarray, out: np.ndarray, seed: int) -> Check:
+    d = directional(spec, c, ref64, out, seed)
+    kernel_bars = abs(d.kernel - d.fd) / d.error_bar if d.error_bar else float("inf")
+    numbers = {
+        "fd": d.fd,
+        "error_bar": d.error_bar,
+        "autodiff": d.autodiff,
+        "kernel": d.kernel,
+        "steps": list(d.steps),
+        "kernel_minus_fd_in_error_bars": kernel_bars,
+    }
+    text = (
+        f"FD of the float64 loss along a random direction: {d.fd:.10g} +/- {d.error_bar:.1g}; "
+        f"autodiff {d.autodiff:.10g}; kernel {d.kernel:.10g}"
+    )
+    if d.agrees:
+        return Check("reference-fd", c.name, "pass", text, numbers)
+    return Check(
+        "reference-fd",
+        c.name,
+        "inconclusive",
+        text + ": the reference disagrees with finite differences of itself",
+        numbers,
+        likely_cause="the reference cannot be trusted at these inputs; please report it",
+    )
+
+
+def _fd32_check(c: Case, fd: NaiveFD32, repro: str) -> Check:
+    numbers: dict[str, Any] = {
+        "eps": fd.eps,
+        "rtol": fd.rtol,
+        "atol": fd.atol,
+        "checked": fd.n,
+        "failed": fd.n_failed,
+        "explained_by_fd_error": fd.n_noise,
+        "max_fd_rounding": float(np.max(np.abs(fd.rounding))) if fd.n else 0.0,
+        "predicted_rounding": fd.predicted_rounding,
+        "max_fd_step_error": float(np.max(np.abs(fd.step))) if fd.n else 0.0,
+        "max_fd_truncation": float(np.max(np.abs(fd.truncation))) if fd.n else 0.0,
+        "loss": fd.loss,
+        "power_share_20pct": fd.power_share,
+    }
+    tol = f"eps {fd.eps:g}, rtol {fd.rtol:g}, atol {fd.atol:g}"
+    parts = (
+        f"FD rounding up to {numbers['max_fd_rounding']:.2g} (model eps32*|loss|/eps = "
+        f"{fd.predicted_rounding:.2g}), step {numbers['max_fd_step_error']:.2g}, "
+        f"truncation {numbers['max_fd_truncation']:.2g}"
+    )
+    if fd.n_failed == 0:
+        if fd.power_share < 0.5:
+            return Check(
+                "fd32", c.name, "inconclusive",
+                f"0 of {fd.n} elements fail ({tol}), but the check could see a "
+                f"{FD32_POWER_ERROR:.0%} error on only {fd.power_share:.0%} of them: no power",
+                numbers,
+                likely_cause="the tolerance is above the gradient's size: this pass proves nothing",
+                reproduce=repro,
+            )  # fmt: skip
+        return Check("fd32", c.name, "pass", f"0 of {fd.n} elements fail ({tol}); {parts}", numbers)
+    if fd.n_noise == fd.n_failed:
+        return Check(
+            "fd32", c.name, "fd-noise",
+            f"{fd.n_failed} of {fd.n} elements 'fail' ({tol}); all {fd.n_failed} are "
+            f"finite-difference error, not the kernel: {parts}; the kernel is within its "
+            "noise bound at every one",
+            numbers,
+            likely_cause="float32 finite differences cannot resolve this gradient; "
+            "DIAGNOSTIC_GUIDE.md#fd-noise",
+            reproduce=repro,
+        )  # fmt: skip
+    return Check(
+        "fd32", c.name, "kernel-bug",
+        f"{fd.n_failed} of {fd.n} elements fail ({tol}); {fd.n_failed - fd.n_noise} at elements "
+        f"where the kernel is beyond its noise bound; {parts}",
+        numbers,
+        likely_cause="the kernel, not the finite differences (see the compare check)",
+        reproduce=repro,
+    )  # fmt: skip
+
+
+__all__ = ["KernelRef", "check"]

@@ -1,0 +1,120 @@
+"""Kernel output against the float64 reference, with a noise bound derived from precision.
+
+For every element the op gives a rounding floor: the error a correct float32 implementation may
+make. The same-precision reference (JAX float32) is measured in that unit; where it does worse than
+the floor, its own error sets the noise instead (per row). The kernel passes an element when its
+error is at most ``factor`` times that noise. Every comparison also says how small an error it could
+have seen (its power), so a check with a tolerance above the signal is never called a pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._launch import POISON_BITS
+
+# Kernel error may be this many times the noise (FlashAttention's factor for backward passes).
+DEFAULT_FACTOR = 3.0
+# A check has power when it would see a 1% error on elements that carry at least half of the
+# gradient's magnitude (sum of |reference|). Elements that float32 itself cannot resolve to 1%
+# (p - 1 with p near 1, say) lower the share without making the check useless.
+POWER_ERROR = 0.01
+POWER_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One output compared element by element; ``bad`` marks elements beyond the bound."""
+
+    n: int
+    n_bad: int
+    n_unwritten: int
+    n_nonfinite: int
+    max_ratio: float  # max over elements of |kernel - ref64| / noise
+    worst: tuple[int, ...]
+    worst_kernel: float
+    worst_ref: float
+    worst_bound: float  # factor * noise at the worst element
+    ref32_ratio: float  # the float32 reference's own max error, in units of the rounding floor
+    factor: float
+    detectable_rel: float  # median over nonzero reference elements of bound / |ref|
+    power_share: float  # share of sum |ref| on elements where a POWER_ERROR error would be caught
+    n_exact: int  # elements whose reference is exactly zero (checked against the tiny floor)
+    bad: np.ndarray
+    unwritten: np.ndarray
+
+    @property
+    def has_power(self) -> bool:
+        return self.power_share >= POWER_SHARE or (self.n_exact == self.n and self.n > 0)
+
+
+def poison_mask(a: np.ndarray) -> np.ndarray:
+    """Elements still holding the poison pattern: never written by the kernel."""
+    bits = POISON_BITS.get(a.dtype.name)
+    if bits is None:
+        return np.zeros(a.shape, bool)
+    out: np.ndarray = a.view(np.dtype(f"u{a.dtype.itemsize}")) == bits
+    return out
+
+
+def noise(floor: np.ndarray, ref64: np.ndarray, ref32: np.ndarray) -> tuple[np.ndarray, float]:
+    """(noise per element, the float32 reference's max ratio to the floor)."""
+    r32 = np.abs(ref32.astype(np.float64) - ref64) / floor
+    ratio = float(np.max(r32)) if r32.size else 0.0
+    if floor.ndim >= 2:
+        per_row = np.max(r32.reshape(r32.shape[0], -1), axis=1)
+        lift = np.maximum(1.0, per_row).reshape((-1,) + (1,) * (floor.ndim - 1))
+    else:
+        lift = np.maximum(1.0, ratio)
+    return floor * lift, ratio
+
+
+def _power_share(rel_bound: np.ndarray, magnitude: np.ndarray) -> float:
+    total = float(np.sum(magnitude))
+    if not rel_bound.size or total == 0:
+        return 1.0
+    return float(np.sum(magnitude[rel_bound < POWER_ERROR]) / total)
+
+
+def compare_output(
+    kernel: np.ndarray,
+    ref64: np.ndarray,
+    ref32: np.ndarray,
+    floor: np.ndarray,
+    *,
+    factor: float = DEFAULT_FACTOR,
+) -> Comparison:
+    """Compare ``kernel`` (float32) with ``ref64``; see the module docstring for the bound."""
+    unwritten = poison_mask(kernel)
+    noise_, ref32_ratio = noise(floor, ref64, ref32)
+    k = kernel.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(k - ref64)
+    nonfinite = ~np.isfinite(k)
+    err = np.where(nonfinite, np.inf, err)
+    ratio = err / noise_
+    bad = ratio > factor
+    n = int(kernel.size)
+    worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape)) if n else ()
+    nz = ref64 != 0
+    rel_bound = (factor * noise_[nz]) / np.abs(ref64[nz])
+    return Comparison(
+        n=n,
+        n_bad=int(np.count_nonzero(bad)),
+        n_unwritten=int(np.count_nonzero(unwritten)),
+        n_nonfinite=int(np.count_nonzero(nonfinite & ~unwritten)),
+        max_ratio=float(ratio[worst]) if n else 0.0,
+        worst=worst,
+        worst_kernel=float(kernel[worst]) if n else 0.0,
+        worst_ref=float(ref64[worst]) if n else 0.0,
+        worst_bound=float(factor * noise_[worst]) if n else 0.0,
+        ref32_ratio=ref32_ratio,
+        factor=factor,
+        detectable_rel=float(np.median(rel_bound)) if rel_bound.size else 0.0,
+        power_share=_power_share(rel_bound, np.abs(ref64[nz])),
+        n_exact=int(np.count_nonzero(~nz)),
+        bad=bad,
+        unwritten=unwritten,
+    )

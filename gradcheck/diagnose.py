@@ -1,0 +1,58 @@
+"""From evidence to verdict: each check's verdict, the likely cause, and the overall verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .results import Check, Verdict
+
+GUIDE = "DIAGNOSTIC_GUIDE.md"
+
+# Likely causes, keyed by the evidence that points at them (first match wins).
+CAUSES: tuple[tuple[str, str], ...] = (
+    ("out-of-bounds", f"an index not checked against its bound; {GUIDE}#out-of-bounds"),
+    (
+        "schedule-dependent",
+        f"a missing __syncthreads() or a race on shared memory; {GUIDE}#schedule-dependent",
+    ),
+    (
+        "alignment-dependent",
+        f"vectorised (float4) access taken only where a pointer is 16-byte aligned; {GUIDE}#alignment",
+    ),
+    (
+        "barrier-divergence",
+        f"__syncthreads() not reached by every thread of the block; {GUIDE}#barrier-divergence",
+    ),
+    ("timeout", f"a barrier nobody reaches or an endless loop; {GUIDE}#timeout"),
+    ("= blockDim.x", f"one thread per {'{axis}'} entry; use a block-stride loop; {GUIDE}#geometry"),
+    ("block-stride", f"the block-stride loop stops a pass early; {GUIDE}#geometry"),
+    ("% 4", f"a vectorised (float4) loop that drops the tail; {GUIDE}#tail"),
+    ("sign flipped", f"softmax and one-hot swapped (a log-likelihood gradient); {GUIDE}#sign"),
+    ("normalised by all rows", f"the mean divides by rows, not unmasked rows; {GUIDE}#scale"),
+    ("constant factor", f"a wrong normalisation constant; {GUIDE}#scale"),
+    ("only masked rows", f"masked rows not written as zeros; {GUIDE}#masked-rows"),
+    (
+        "NaN or inf",
+        f"exp overflow or a division by zero (subtract the row max first); {GUIDE}#non-finite",
+    ),
+    ("never writes", f"elements the kernel never writes; {GUIDE}#unwritten"),
+    ("only the last row", f"a row loop that stops one early; {GUIDE}#geometry"),
+)
+
+
+def likely_cause(evidence: Sequence[str], axis: str) -> str:
+    text = " | ".join(evidence)
+    for key, cause in CAUSES:
+        if key in text:
+            return cause.replace("{axis}", axis)
+    return f"see {GUIDE}#kernel-bug"
+
+
+def overall(checks: Sequence[Check]) -> Verdict:
+    """kernel-bug beats inconclusive beats fd-noise beats pass."""
+    verdicts = {c.verdict for c in checks}
+    order: tuple[Verdict, ...] = ("kernel-bug", "inconclusive", "fd-noise")
+    for v in order:
+        if v in verdicts:
+            return v
+    return "pass"

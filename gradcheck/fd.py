@@ -1,0 +1,179 @@
+"""Finite differences: on the float64 reference to check the checker, and the float32 kind people
+write by hand, with each of its disagreements explained by the FD error model.
+
+Central difference D(h) = (f(x + h u) - f(x - h u)) / 2h has truncation error ~ h^2 |f'''| / 6 and
+rounding error ~ eps |f| / h. In float64, Richardson extrapolation over h, h/2, h/4, ... removes the
+truncation terms and the last two extrapolations give the error bar. The float32 check is taken
+apart exactly: evaluating its loss in float64 at the same float32 points separates rounding error,
+the step the float32 perturbation really took, and truncation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .ops import Case, Op
+
+EPS64 = float(np.finfo(np.float64).eps)
+U32 = 2.0**-24
+CHUNK_ELEMENTS = 1 << 24  # points are evaluated in batches of at most this many elements
+DIRECTION_LEVELS = 4  # steps h0, h0/2, h0/4, h0/8
+DIRECTION_H0 = 1e-2
+AGREE_BARS = 3.0  # FD and autodiff agree when within this many error bars
+FD32_POWER_ERROR = 0.2  # the field notes' example: can the check see a 20% error?
+
+
+def _loss_at(op: Op, case: Case, points: np.ndarray, dtype: type[np.floating[Any]]) -> np.ndarray:
+    """The loss at each point, in fixed-size batches (so JAX compiles one batch shape)."""
+    per = max(1, min(16, CHUNK_ELEMENTS // max(1, points[0].size)))
+    out = np.empty(len(points), np.float64)
+    for i in range(0, len(points), per):
+        chunk = points[i : i + per]
+        n = len(chunk)
+        if n < per:  # pad the last batch with copies so the batch shape never changes
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], per - n, axis=0)])
+        out[i : i + n] = op.loss_values(case, chunk, dtype)[:n]
+    return out
+
+
+@dataclass(frozen=True)
+class DirectionalFD:
+    """FD on the float64 reference along one random unit direction u, against <grad, u>."""
+
+    fd: float
+    error_bar: float
+    autodiff: float  # <reference gradient, u>
+    kernel: float  # <kernel gradient, u>
+    steps: tuple[float, ...]
+
+    @property
+    def agrees(self) -> bool:
+        return abs(self.fd - self.autodiff) <= AGREE_BARS * self.error_bar
+
+
+def directional(
+    op: Op, case: Case, ref64: np.ndarray, kernel: np.ndarray, seed: int
+) -> DirectionalFD:
+    """Richardson-extrapolated central difference of the float64 loss along a random direction."""
+    x = case.arrays[op.wrt].astype(np.float64)
+    u = np.random.default_rng(seed).standard_normal(x.shape)
+    u /= np.linalg.norm(u)
+    steps = tuple(DIRECTION_H0 / 2**k for k in range(DIRECTION_LEVELS))
+    points = np.stack([x + s * h * u for h in steps for s in (1.0, -1.0)])
+    values = _loss_at(op, case, points, np.float64)
+    d = [(values[2 * k] - values[2 * k + 1]) / (2 * h) for k, h in enumerate(steps)]
+    table = [d]
+    for j in range(1, len(steps)):
+        prev = table[-1]
+        table.append([prev[k] + (prev[k] - prev[k - 1]) / (4**j - 1) for k in range(1, len(prev))])
+    best = table[-1][0]
+    bar = max(abs(best - table[-2][-1]), abs(best - table[-2][-2]) if len(table[-2]) > 1 else 0.0)
+    bar += 4 * EPS64 * float(np.max(np.abs(values))) / steps[-1]
+    k64 = kernel.astype(np.float64)
+    return DirectionalFD(
+        fd=float(best),
+        error_bar=float(bar),
+        autodiff=float(np.sum(ref64 * u)),
+        kernel=float(np.sum(np.where(np.isfinite(k64), k64, np.nan) * u)),
+        steps=steps,
+    )
+
+
+@dataclass(frozen=True)
+class NaiveFD32:
+    """The hand-written float32 central-difference check, element by element, taken apart."""
+
+    eps: float
+    rtol: float
+    atol: float
+    index: np.ndarray  # flat indices of the sampled elements
+    fd: np.ndarray  # what the float32 check computed
+    kernel: np.ndarray
+    ref64: np.ndarray
+    rounding: np.ndarray  # FD error from float32 rounding of the loss
+    step: np.ndarray  # FD error from dividing by 2*eps when float32 moved x by another amount
+    truncation: np.ndarray  # FD error of the exact difference quotient
+    failed: np.ndarray  # |fd - kernel| > atol + rtol * |kernel|
+    kernel_ok: np.ndarray  # the kernel is within its noise bound at the element
+    loss: float
+    predicted_rounding: float  # the model: eps32 * |loss| / eps
+
+    @property
+    def n(self) -> int:
+        return int(self.index.size)
+
+    @property
+    def n_failed(self) -> int:
+        return int(np.count_nonzero(self.failed))
+
+    @property
+    def n_noise(self) -> int:
+        """Failures the FD error explains: the kernel is right there, the FD is not."""
+        return int(np.count_nonzero(self.failed & self.kernel_ok))
+
+    @property
+    def power_share(self) -> float:
+        """Share of sampled elements where a 20% kernel error would fail this check."""
+        g = np.abs(self.ref64)
+        fd_err = np.abs(self.fd - self.ref64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rho = (self.atol + self.rtol * g + fd_err) / g
+        return float(np.mean(np.where(g > 0, rho < FD32_POWER_ERROR, False))) if self.n else 0.0
+
+
+def naive_fd32(
+    op: Op,
+    case: Case,
+    ref64: np.ndarray,
+    kernel: np.ndarray,
+    kernel_bad: np.ndarray,
+    *,
+    eps: float,
+    rtol: float,
+    atol: float,
+    samples: int,
+    seed: int,
+) -> NaiveFD32:
+    """Run the float32 check on ``samples`` random elements and explain every disagreement."""
+    x = case.arrays[op.wrt]
+    n = min(samples, x.size)
+    index = np.sort(np.random.default_rng(seed + 1).choice(x.size, n, replace=False))
+    points = np.empty((2 * n, *x.shape), np.float32)
+    for j, i in enumerate(index):
+        for s, sign in enumerate((1.0, -1.0)):
+            p = x.copy()
+            p.flat[i] = np.float32(p.flat[i] + np.float32(sign * eps))
+            points[2 * j + s] = p
+    l32 = _loss_at(op, case, points, np.float32)
+    l64 = _loss_at(op, case, points, np.float64)
+    plus, minus = slice(0, None, 2), slice(1, None, 2)
+    fd = ((l32[plus] - l32[minus]) / (2 * eps)).astype(np.float64)
+    exact = (l64[plus] - l64[minus]) / (2 * eps)
+    moved = points[plus].reshape(n, -1)[np.arange(n), index].astype(np.float64) - points[
+        minus
+    ].reshape(n, -1)[np.arange(n), index].astype(np.float64)
+    quotient = (l64[plus] - l64[minus]) / moved
+    g = ref64.flat[index]
+    k = kernel.flat[index].astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        failed = ~(np.abs(fd - k) <= atol + rtol * np.abs(k))
+    loss = float(op.loss_values(case, x[None], np.float64)[0])
+    return NaiveFD32(
+        eps=eps,
+        rtol=rtol,
+        atol=atol,
+        index=index,
+        fd=fd,
+        kernel=k,
+        ref64=g,
+        rounding=fd - exact,
+        step=exact - quotient,
+        truncation=quotient - g,
+        failed=failed,
+        kernel_ok=~kernel_bad.flat[index],
+        loss=loss,
+        predicted_rounding=U32 * abs(loss) / eps,
+    )

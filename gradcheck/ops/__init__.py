@@ -1,0 +1,26 @@
+"""The ops gradcheck knows: one spec each, read by the CLI, the checks and the reports."""
+
+from __future__ import annotations
+
+from .._errors import UsageError, suggest
+from ._spec import Case as Case
+from ._spec import Dim as Dim
+from ._spec import KernelParam as KernelParam
+from ._spec import Op as Op
+from ._spec import ShippedKernel as ShippedKernel
+from .loss_ce import LOSS_CE
+
+OPS: dict[str, Op] = {op.id: op for op in (LOSS_CE,)}
+
+
+def get_op(name: str) -> Op:
+    """The op with id ``name`` (kebab-case, as on the command line)."""
+    op = OPS.get(name)
+    if op is None:
+        close = suggest(name, OPS)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise UsageError(f"unknown op {name!r}.{hint} Ops: {', '.join(OPS)} (gradcheck list).")
+    return op
+
+
+__all__ = ["OPS", "Case", "Dim", "KernelParam", "Op", "ShippedKernel", "get_op"]

@@ -1,0 +1,270 @@
+"""loss-ce: the gradient of mean softmax cross entropy with respect to the logits."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .._errors import UsageError
+from ._spec import Case, Dim, KernelParam, Op, ShippedKernel
+
+U32 = 2.0**-24  # unit roundoff of float32
+TINY32 = 2.0**-126  # smallest normal float32: below it a flush-to-zero kernel writes 0
+# Relative error a correct float32 softmax may make in p[v] = exp(x[v] - m) / S, in units of U32
+# (first-order rounding analysis, written out in DIAGNOSTIC_GUIDE.md#noise-bound):
+FIXED_ULPS = 16.0  # exp (CUDA's __expf: 2 ulp + argument term below), reciprocal/divide, scale
+ARG_ULPS = 3.5  # per unit of |x - m|: rounding of x - m, and __expf's 1.173 |x| ulp
+SUM_LAMBDA = 8.0  # probabilistic bound on a sum of V terms: lambda * sqrt(V) * U32 (Higham & Mary)
+
+KERNELS = (
+    ShippedKernel(
+        "ce-grad",
+        "loss_ce/ce_grad.cu",
+        "ce_grad",
+        "pass",
+        "warp-shuffle block reductions (max, sum of exp), block-stride loop: any vocab",
+    ),
+    ShippedKernel(
+        "online-softmax",
+        "loss_ce/online_softmax.cu",
+        "ce_grad_online",
+        "pass",
+        "one pass keeping a running (max, sum) rescaled as the max grows, then a write pass",
+    ),
+    ShippedKernel(
+        "fast-math",
+        "loss_ce/fast_math.cu",
+        "ce_grad_fast",
+        "pass",
+        "__expf / __fdividef intrinsics with __shfl_down_sync reductions",
+    ),
+    ShippedKernel(
+        "shared-tree",
+        "loss_ce/shared_tree.cu",
+        "ce_grad_tree",
+        "pass",
+        "s_max / s_sum shared-memory tree reductions with a barrier per step (any block size)",
+    ),
+    ShippedKernel(
+        "legacy-thread-per-vocab",
+        "loss_ce/bugs/legacy_thread_per_vocab.cu",
+        "ce_grad_legacy",
+        "kernel-bug",
+        "the old layout: one thread per vocab entry; entries >= blockDim.x are never written",
+    ),
+    ShippedKernel(
+        "missing-barrier",
+        "loss_ce/bugs/missing_barrier.cu",
+        "ce_grad_missing_barrier",
+        "kernel-bug",
+        "max and sum reuse one shared buffer with no __syncthreads() between: a race",
+    ),
+    ShippedKernel(
+        "oob-small-vocab",
+        "loss_ce/bugs/oob_small_vocab.cu",
+        "ce_grad_oob",
+        "kernel-bug",
+        "seeds the reductions with x[threadIdx.x] unchecked: reads past the row when vocab < blockDim.x",
+    ),
+    ShippedKernel(
+        "mask-ignored-norm",
+        "loss_ce/bugs/mask_ignored_norm.cu",
+        "ce_grad_mask_ignored",
+        "kernel-bug",
+        "divides by rows instead of unmasked rows: off by n_valid / rows when rows are masked",
+    ),
+    ShippedKernel(
+        "naive-exp",
+        "loss_ce/bugs/naive_exp.cu",
+        "ce_grad_naive_exp",
+        "kernel-bug",
+        "exp(x) without subtracting the row max: inf / NaN for large-magnitude logits",
+    ),
+    ShippedKernel(
+        "vec4-tail",
+        "loss_ce/bugs/vec4_tail.cu",
+        "ce_grad_vec4_tail",
+        "kernel-bug",
+        "float4 loads on aligned rows forget the vocab % 4 tail",
+    ),
+    ShippedKernel(
+        "sign-flipped",
+        "loss_ce/bugs/sign_flipped.cu",
+        "ce_grad_sign_flipped",
+        "kernel-bug",
+        "writes onehot - softmax: the gradient of the log-likelihood, not of the loss",
+    ),
+)
+
+
+class LossCE(Op):
+    id = "loss-ce"
+    summary = "softmax cross entropy, mean over unmasked rows: d loss / d logits"
+    dims = (
+        Dim("rows", 64, "positions (one block each)"),
+        Dim("vocab", 2000, "classes per position", maximum=1 << 24),
+    )
+    params = (
+        KernelParam("logits", "in", "float32"),
+        KernelParam("targets", "in", "int32"),
+        KernelParam("mask", "in", "float32"),
+        KernelParam("grad", "out", "float32"),
+        KernelParam("rows", "scalar", "int32"),
+        KernelParam("vocab", "scalar", "int32"),
+        KernelParam("inv_n_valid", "scalar", "float32"),
+    )
+    output = "grad"
+    output_axes = ("row", "vocab")
+    thread_axis = 1
+    kernels = KERNELS
+    default_kernel = "ce-grad"
+    wrt = "logits"
+
+    def validate(self, dims: dict[str, int], block: int) -> None:
+        rows, vocab = dims["rows"], dims["vocab"]
+        if rows * vocab > 1 << 28:
+            raise UsageError(
+                f"rows * vocab = {rows * vocab:,} elements is more than this version checks "
+                f"(at most {1 << 28:,}): use fewer rows; the same kernel code runs for every row."
+            )
+
+    def cases(self, dims: dict[str, int], block: int, seed: int) -> list[Case]:
+        rows, vocab = dims["rows"], dims["vocab"]
+        rng = np.random.default_rng(seed)
+        out: list[Case] = []
+
+        def add(
+            name: str, why: str, logits: np.ndarray, targets: np.ndarray, mask: np.ndarray
+        ) -> None:
+            out.append(self._case(name, why, logits, targets, mask))
+
+        def normal(r: int, v: int, scale: float = 2.0) -> np.ndarray:
+            return (rng.standard_normal((r, v)) * scale).astype(np.float32)
+
+        def targets(r: int, v: int) -> np.ndarray:
+            return rng.integers(0, v, r).astype(np.int32)
+
+        ones = np.ones(rows, np.float32)
+        add(
+            "plain",
+            "logits ~ N(0, 2^2), every row unmasked",
+            normal(rows, vocab),
+            targets(rows, vocab),
+            ones,
+        )
+        if rows >= 2:
+            mask = (rng.random(rows) >= 0.25).astype(np.float32)
+            mask[rng.integers(0, rows)] = 0.0  # at least one masked row ...
+            if not mask.any():
+                mask[-1] = 1.0  # ... and at least one that is not
+            add(
+                "masked",
+                f"{int(rows - mask.sum())} of {rows} rows masked",
+                normal(rows, vocab),
+                targets(rows, vocab),
+                mask,
+            )
+        add(
+            "all-masked",
+            "every row masked: n_valid = 0, the gradient is all zeros",
+            normal(rows, vocab),
+            targets(rows, vocab),
+            np.zeros(rows, np.float32),
+        )
+        big = (
+            normal(rows, vocab, 3.0)
+            + np.where(np.arange(rows) % 2 == 0, 200.0, -200.0).astype(np.float32)[:, None]
+        )
+        add(
+            "large-logits",
+            "logits near +200 / -200: exp overflows or underflows without the row max",
+            big.astype(np.float32),
+            targets(rows, vocab),
+            ones,
+        )
+        edge = np.where(np.arange(rows) % 2 == 0, 0, vocab - 1).astype(np.int32)
+        add("edge-targets", "targets at 0 and vocab-1", normal(rows, vocab), edge, ones)
+        # Shapes around the block size, whatever the user asked: most layout bugs live there.
+        probe_rows = 3
+        probe_mask = np.array([1.0, 0.0, 1.0], np.float32)
+        for v in sorted({max(1, block // 5), block + 1} - {vocab}):
+            rel = "<" if v < block else ">"
+            add(
+                f"vocab={v}",
+                f"vocab {rel} blockDim.x ({block}), {probe_rows} rows, the middle one masked",
+                normal(probe_rows, v),
+                targets(probe_rows, v),
+                probe_mask,
+            )
+        return out
+
+    def _case(
+        self, name: str, why: str, logits: np.ndarray, targets: np.ndarray, mask: np.ndarray
+    ) -> Case:
+        rows, vocab = logits.shape
+        n_valid = int(np.count_nonzero(mask))
+        inv = 1.0 / n_valid if n_valid else 0.0
+        onehot = np.zeros((rows, vocab), bool)
+        onehot[np.arange(rows), targets] = True
+        return Case(
+            name=name,
+            description=why,
+            dims={"rows": rows, "vocab": vocab},
+            arrays={"logits": logits, "targets": targets, "mask": mask},
+            scalars={
+                "rows": rows,
+                "vocab": vocab,
+                "inv_n_valid": float(np.float32(inv)),
+                "n_valid": n_valid,
+            },
+            output_shape=(rows, vocab),
+            labels={
+                "masked rows": np.broadcast_to((mask == 0)[:, None], (rows, vocab)),
+                "target entries": onehot,
+            },
+        )
+
+    def geometry(self, case: Case, block: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
+        return (block, 1, 1), (case.dims["rows"], 1)
+
+    def reference(self, case: Case, dtype: type[np.floating[Any]]) -> np.ndarray:
+        from ..reference import loss_ce
+
+        a = case.arrays
+        out: np.ndarray = loss_ce.grad(a["logits"], a["targets"], a["mask"], dtype)
+        return out
+
+    def loss_values(
+        self, case: Case, points: np.ndarray, dtype: type[np.floating[Any]]
+    ) -> np.ndarray:
+        from ..reference import loss_ce
+
+        a = case.arrays
+        out: np.ndarray = loss_ce.loss_values(points, a["targets"], a["mask"], dtype)
+        return out
+
+    def noise_floor(self, case: Case, ref64: np.ndarray) -> np.ndarray:
+        x = case.arrays["logits"].astype(np.float64)
+        mask = case.arrays["mask"]
+        vocab = case.dims["vocab"]
+        inv = float(case.scalars["inv_n_valid"])
+        arg = x - x.max(axis=1, keepdims=True)
+        p = np.exp(arg)
+        p /= p.sum(axis=1, keepdims=True)
+        rel = U32 * (FIXED_ULPS + ARG_ULPS * np.abs(arg) + SUM_LAMBDA * math.sqrt(vocab))
+        scale = np.where(mask != 0, inv, 0.0)[:, None]
+        out: np.ndarray = scale * p * rel + 3 * U32 * np.abs(ref64) + 4 * TINY32 * (1.0 + scale)
+        return out
+
+    def explain_scale(self, case: Case, factor: float) -> str:
+        rows, n_valid = case.dims["rows"], int(case.scalars["n_valid"])
+        if n_valid and rows != n_valid and math.isclose(factor, n_valid / rows, rel_tol=1e-4):
+            return f"= n_valid / rows = {n_valid}/{rows}: normalised by all rows, not the unmasked ones"
+        if n_valid and math.isclose(factor, float(n_valid), rel_tol=1e-4):
+            return f"= n_valid = {n_valid}: the 1/n_valid normalisation is missing"
+        return ""
+
+
+LOSS_CE = LossCE()

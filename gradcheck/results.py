@@ -1,0 +1,135 @@
+"""What a check found: plain frozen records, a JSON form with a versioned schema, and the verdict."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._errors import Inconclusive, KernelBug
+
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderResult
+
+Verdict = Literal["pass", "fd-noise", "kernel-bug", "inconclusive"]
+VERDICTS: tuple[Verdict, ...] = ("pass", "fd-noise", "kernel-bug", "inconclusive")
+SCHEMA = "gradcheck.report"
+SCHEMA_VERSION = 1
+# Exit code of `gradcheck run` for each verdict (inconclusive: 1 under --strict).
+EXIT_CODES: dict[str, int] = {"pass": 0, "fd-noise": 0, "kernel-bug": 1, "inconclusive": 0}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One piece of evidence: a named check on one case of the input suite."""
+
+    name: str  # compare | schedules | fault | reference-fd | fd32
+    case: str
+    verdict: Verdict
+    summary: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+    where: tuple[str, ...] = ()
+    heatmap: tuple[str, ...] = ()
+    likely_cause: str = ""
+    reproduce: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "case": self.case,
+            "verdict": self.verdict,
+            "summary": self.summary,
+            "numbers": _finite(self.numbers),
+            "where": list(self.where),
+            "likely_cause": self.likely_cause,
+            "reproduce": self.reproduce,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one `gradcheck run` (or gradcheck.check) found, with the overall verdict."""
+
+    verdict: Verdict
+    op: str
+    backend: str
+    backend_reason: str
+    kernel: str
+    shapes: dict[str, int]
+    seed: int
+    checks: tuple[Check, ...]
+    cases: tuple[dict[str, Any], ...] = ()
+    elapsed_s: float = 0.0
+    reproduce: str = ""
+    version: str = ""
+
+    @property
+    def findings(self) -> tuple[Check, ...]:
+        """The checks that did not pass, worst first."""
+        order = {"kernel-bug": 0, "inconclusive": 1, "fd-noise": 2}
+        return tuple(
+            sorted((c for c in self.checks if c.verdict != "pass"), key=lambda c: order[c.verdict])
+        )
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "gradcheck_version": self.version,
+            "verdict": self.verdict,
+            "op": self.op,
+            "backend": self.backend,
+            "backend_reason": self.backend_reason,
+            "kernel": self.kernel,
+            "shapes": self.shapes,
+            "seed": self.seed,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "reproduce": self.reproduce,
+            "cases": list(self.cases),
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_jsonable)
+
+    def raise_for_verdict(self, *, allow_inconclusive: bool = True) -> None:
+        """Raise KernelBug (also an AssertionError) on kernel-bug; Inconclusive if not allowed."""
+        from .report import render_text
+
+        if self.verdict == "kernel-bug":
+            raise KernelBug(render_text(self), self)
+        if self.verdict == "inconclusive" and not allow_inconclusive:
+            raise Inconclusive(render_text(self), self)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from .report import renderables
+
+        yield from renderables(self)
+
+    def __str__(self) -> str:
+        from .report import render_text
+
+        return render_text(self)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no inf or NaN: those numbers become null (e.g. the ratio at an unwritten element)."""
+    if (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _jsonable(value: object) -> object:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

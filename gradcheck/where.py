@@ -1,0 +1,164 @@
+"""Where the wrong elements are, in terms of the launch geometry and the op's inputs.
+
+A kernel bug leaves a shape: every element at or past blockDim.x, only the last row, only masked rows,
+a constant scale, a flipped sign. Naming the shape names the likely cause, which is the point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ops import Case, Op
+
+# One character per cell of the heat map: share of wrong elements in the cell.
+SHADES = " .:*#"
+
+
+def _share_char(share: float) -> str:
+    if share <= 0:
+        return SHADES[0]
+    if share >= 1:
+        return SHADES[-1]
+    return SHADES[1 + min(len(SHADES) - 3, int(share * (len(SHADES) - 2)))]
+
+
+def describe(
+    bad: np.ndarray,
+    kernel: np.ndarray,
+    ref: np.ndarray,
+    unwritten: np.ndarray,
+    *,
+    op: Op,
+    case: Case,
+    block: int,
+    values: bool = True,
+) -> list[str]:
+    """Plain-language patterns that hold for the wrong elements, most telling first."""
+    if not bad.any():
+        return []
+    out: list[str] = []
+    n_bad = int(np.count_nonzero(bad))
+    b2 = bad.reshape(bad.shape[0], -1) if bad.ndim >= 2 else bad.reshape(1, -1)
+    cols = b2.shape[1]
+    axis_name = op.output_axes[op.thread_axis] if op.output_axes else "index"
+    if unwritten.any():
+        n_u = int(np.count_nonzero(unwritten))
+        if n_u < n_bad:
+            u2 = unwritten.reshape(b2.shape)
+            sub = _axis_patterns(u2, cols, block, axis_name) if not unwritten.all() else []
+            out.append(
+                f"{n_u:,} of {n_bad:,} wrong elements were never written (still poison)"
+                + (
+                    f": {sub[0].replace('every element', 'every one').replace('only elements', 'those')}"
+                    if sub
+                    else ""
+                )
+            )
+        else:
+            out.append("the kernel never writes them (they still hold the poison value)")
+    nonfinite = bad & ~np.isfinite(kernel) & ~unwritten
+    if nonfinite.any():
+        out.append(
+            f"{int(np.count_nonzero(nonfinite)):,} are NaN or inf where the reference is finite"
+        )
+    if bad.all():
+        out.insert(0, "every element")
+    else:
+        out[:0] = _axis_patterns(b2, cols, block, axis_name)
+        out.extend(_row_patterns(b2))
+        for label, where in case.labels.items():
+            lab = np.asarray(where).reshape(b2.shape)
+            if lab.all():
+                continue  # a label that covers everything says nothing
+            if lab.any() and not (b2 & ~lab).any():
+                out.append(f"only {label}" + (" (all of them)" if not (lab & ~b2).any() else ""))
+            elif lab.mean() >= 0.1 and not (b2 & lab).any() and (b2 & ~lab).any():
+                out.append(f"never {label}")
+    if values:
+        out.extend(_value_patterns(bad, kernel, ref, unwritten, op, case))
+    return out
+
+
+def _axis_patterns(b2: np.ndarray, cols: int, block: int, axis: str) -> list[str]:
+    col_bad: np.ndarray = np.asarray(b2.any(axis=0))
+    idx = np.flatnonzero(col_bad)
+    lo, hi = int(idx[0]), int(idx[-1])
+    out: list[str] = []
+    if lo > 0 and hi == cols - 1 and col_bad[lo:].all():
+        rows_hit = b2.any(axis=1)
+        full = b2[rows_hit][:, lo:].all()
+        what = "every element" if full else "only elements"
+        notes = []
+        if lo == block:
+            notes.append("= blockDim.x")
+        elif lo % block == 0:
+            notes.append(
+                f"= {lo // block} x blockDim.x: the last partial pass of a block-stride loop"
+            )
+        if cols % 4 and lo == cols - cols % 4:
+            notes.append(f"the {axis} % 4 = {cols % 4} tail after the last full float4")
+        note = f" ({'; '.join(notes)})" if notes else ""
+        out.append(f"{what} with {axis} index >= {lo}{note}")
+    elif hi < cols - 1 and lo == 0 and col_bad[: hi + 1].all():
+        out.append(f"only {axis} index < {hi + 1}")
+    elif lo == hi:
+        out.append(f"only {axis} index {lo}")
+    return out
+
+
+def _row_patterns(b2: np.ndarray) -> list[str]:
+    rows = b2.shape[0]
+    row_bad = b2.any(axis=1)
+    idx = np.flatnonzero(row_bad)
+    if rows > 1 and len(idx) == 1:
+        return ["only the last row" if idx[0] == rows - 1 else f"only row {int(idx[0])}"]
+    if rows > 1 and len(idx) < rows:
+        return [f"{len(idx)} of {rows} rows"]
+    return []
+
+
+def _value_patterns(
+    bad: np.ndarray, kernel: np.ndarray, ref: np.ndarray, unwritten: np.ndarray, op: Op, case: Case
+) -> list[str]:
+    sel = bad & np.isfinite(kernel) & ~unwritten & (ref != 0)
+    if np.count_nonzero(sel) < 2:
+        return []
+    q = kernel[sel].astype(np.float64) / ref[sel]
+    c = float(np.median(q))
+    if not np.all(np.abs(q - c) <= 1e-3 * max(abs(c), 1e-30)):
+        if np.all(np.sign(kernel[sel]) == -np.sign(ref[sel])):
+            return ["sign flipped (the magnitudes differ too)"]
+        return []
+    if abs(c + 1) <= 1e-3:
+        return ["sign flipped: kernel = -reference"]
+    if abs(c) <= 1e-6:
+        return ["written as zeros"]
+    why = op.explain_scale(case, c)
+    return [f"scale off by a constant factor {c:.6g}" + (f" ({why})" if why else "")]
+
+
+def heatmap(bad: np.ndarray, *, block: int, width: int = 64, height: int = 12) -> list[str]:
+    """A small text map of where wrong elements fall over (row, thread axis)."""
+    b2 = bad.reshape(bad.shape[0], -1) if bad.ndim >= 2 else bad.reshape(1, -1)
+    rows, cols = b2.shape
+    h, w = min(height, rows), min(width, cols)
+    r_edges = np.linspace(0, rows, h + 1).astype(int)
+    c_edges = np.linspace(0, cols, w + 1).astype(int)
+    lines = []
+    for i in range(h):
+        band = b2[r_edges[i] : r_edges[i + 1]]
+        cells = "".join(
+            _share_char(float(band[:, c_edges[j] : c_edges[j + 1]].mean())) for j in range(w)
+        )
+        label = f"{r_edges[i]:>6}" if r_edges[i + 1] - r_edges[i] > 1 or True else ""
+        lines.append(f"{label} |{cells}|")
+    axis = [" "] * w
+    if block < cols:
+        j = int(np.searchsorted(c_edges, block, side="right")) - 1
+        axis[min(max(j, 0), w - 1)] = "^"
+    lines.append(f"{'':>6}  0{''.join(axis)[1:]}{cols - 1}" if w > 1 else "")
+    if block < cols:
+        lines.append(f"{'':>6}  ^ = blockDim.x ({block}); shades {SHADES[1:]!r} = more wrong")
+    else:
+        lines.append(f"{'':>6}  shades {SHADES[1:]!r} = more wrong")
+    return lines

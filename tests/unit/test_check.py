@@ -1,0 +1,139 @@
+"""gradcheck.check(): verdicts and evidence for the shipped kernels, callables, and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradcheck
+from gradcheck import KernelBug, SignatureMismatch, UsageError
+from gradcheck.ops import get_op
+
+OP = get_op("loss-ce")
+ROOT = Path(__file__).resolve().parents[2]
+
+# Each catalogue kernel at the issue's size, the check that must catch it, and the "where" it shows.
+CATALOGUE = {
+    "legacy-thread-per-vocab": (
+        "plain",
+        "compare",
+        "every element with vocab index >= 256 (= blockDim.x)",
+    ),
+    "missing-barrier": ("plain", "schedules", "schedule-dependent output"),
+    "oob-small-vocab": ("vocab=51", "fault", "threadIdx.x = 153 >= vocab = 51"),
+    "mask-ignored-norm": ("masked", "compare", "normalised by all rows, not the unmasked ones"),
+    "naive-exp": ("large-logits", "compare", "NaN or inf where the reference is finite"),
+    "vec4-tail": ("vocab=257", "compare", "the vocab % 4 = 1 tail after the last full float4"),
+    "sign-flipped": ("plain", "compare", "sign flipped: kernel = -reference"),
+}
+
+
+def test_catalogue_is_covered() -> None:
+    bugs = {k.name for k in OP.kernels if k.expect == "kernel-bug"}
+    assert bugs == set(CATALOGUE)
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_catalogue_kernel_is_a_kernel_bug_with_its_where(name: str) -> None:
+    case, check_name, where = CATALOGUE[name]
+    report = gradcheck.check("loss-ce", name, vocab=2000, rows=64, backend="cpu")
+    assert report.verdict == "kernel-bug" and report.exit_code == 1
+    found = [c for c in report.checks if c.case == case and c.name == check_name]
+    assert found and found[0].verdict == "kernel-bug"
+    text = found[0].summary + " | " + " | ".join(found[0].where)
+    assert where in text
+    assert found[0].reproduce.startswith("gradcheck run loss-ce --rows ")
+    assert f"--kernel {name}" in found[0].reproduce
+    with pytest.raises(KernelBug) as info:
+        report.raise_for_verdict()
+    assert isinstance(info.value, AssertionError)
+    assert "reproduce: gradcheck run loss-ce" in str(info.value)
+
+
+@pytest.mark.parametrize("name", [k.name for k in OP.kernels if k.expect == "pass"])
+def test_correct_kernels_pass(name: str) -> None:
+    report = gradcheck.check("loss-ce", name, vocab=2000, rows=16, backend="cpu", seed=3)
+    assert report.verdict == "pass", str(report)
+    compares = [c for c in report.checks if c.name == "compare"]
+    assert len(compares) == len(report.cases) >= 6
+    assert all(c.numbers["max_ratio"] <= 1.0 for c in compares)
+    report.raise_for_verdict(allow_inconclusive=False)
+
+
+def _numpy_kernel(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    p = np.exp(x - x.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(x)), targets] -= 1
+    n = np.count_nonzero(mask)
+    return (p * (mask[:, None] / max(n, 1))).astype(np.float32)
+
+
+def test_python_callable_kernel() -> None:
+    report = gradcheck.check("loss-ce", _numpy_kernel, vocab=100, rows=8)
+    assert report.verdict == "pass" and report.backend == "python"
+
+    def off_by_rows(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        n = np.count_nonzero(mask)
+        return _numpy_kernel(logits, targets, mask) * np.float32(n / len(mask))
+
+    bad = gradcheck.check("loss-ce", off_by_rows, vocab=100, rows=8)
+    assert bad.verdict == "kernel-bug"
+    masked = next(c for c in bad.checks if c.case == "masked")
+    assert any("normalised by all rows" in w for w in masked.where)
+
+
+def test_user_source_and_json_schema(tmp_path: Path) -> None:
+    src = tmp_path / "mine.cu"
+    src.write_text((ROOT / "kernels_cuda/loss_ce/ce_grad.cu").read_text())
+    report = gradcheck.check("loss-ce", str(src), function="ce_grad", vocab=300, rows=4, seed=7)
+    assert report.verdict == "pass" and report.kernel == "mine.cu:ce_grad"
+    d = report.to_dict()
+    assert d["schema"] == "gradcheck.report" and d["schema_version"] == 1
+    assert {"verdict", "op", "backend", "kernel", "shapes", "seed", "checks"} <= set(d)
+    assert d["shapes"] == {"rows": 4, "vocab": 300, "block": 256} and d["seed"] == 7
+    assert all({"name", "case", "verdict", "numbers"} <= set(c) for c in d["checks"])
+    assert "--source" in d["reproduce"] and "--function ce_grad" in d["reproduce"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"op": "loss-cee"}, "Did you mean 'loss-ce'"),
+        ({"kernel": "legacy-thread-per-voca"}, "Did you mean 'legacy-thread-per-vocab'"),
+        ({"vocab": 0}, "vocab=0 must be at least 1"),
+        ({"rows": -3}, "rows=-3 must be at least 1"),
+        ({"block": 0}, "block=0 must be at least 1"),
+        ({"block": 2048}, "block=2048 is too large: at most 1,024"),
+        ({"vocab": 2.5}, "vocab=2.5 must be a whole number"),
+        ({"hidden": 7}, "loss-ce has no dimension 'hidden'"),
+        ({"kernel": "missing.cu"}, "does not exist"),
+        ({"case": "plian"}, "Did you mean 'plain'"),
+    ],
+)
+def test_bad_input_is_a_named_usage_error(kwargs: dict[str, object], message: str) -> None:
+    args = {"op": "loss-ce", "vocab": 50, "rows": 2, **kwargs}
+    op = args.pop("op")
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        gradcheck.check(op, **args)  # type: ignore[arg-type]
+
+
+def test_function_not_in_source_and_wrong_signature(tmp_path: Path) -> None:
+    src = tmp_path / "k.cu"
+    src.write_text(
+        'extern "C" __global__ void wrong(const float* logits, float* grad, int rows) {}\n'
+        'extern "C" __global__ void right_count(const float* a, const float* b, const float* c,'
+        " float* d, int e, int f, float g) {}\n"
+    )
+    with pytest.raises(gradcheck.KernelNotFound, match="Did you mean 'wrong'"):
+        gradcheck.check("loss-ce", str(src), function="wron", vocab=8, rows=2)
+    with pytest.raises(SignatureMismatch, match="takes 3 parameters; loss-ce kernels take 7"):
+        gradcheck.check("loss-ce", str(src), function="wrong", vocab=8, rows=2)
+    with pytest.raises(
+        SignatureMismatch, match=r"parameter 1 .* should be a pointer to int32 targets"
+    ):
+        gradcheck.check("loss-ce", str(src), function="right_count", vocab=8, rows=2)
+    with pytest.raises(UsageError, match="defines 2 kernels"):
+        gradcheck.check("loss-ce", str(src), vocab=8, rows=2)

@@ -1,0 +1,96 @@
+"""`gradcheck run` and `gradcheck list` as a user types them: output, exit codes, JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gradcheck.cli import main
+
+
+def test_run_passes_the_shipped_kernel(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out_file = tmp_path / "report.json"
+    code = main(["run", "loss-ce", "--vocab", "300", "--rows", "8", "--json", str(out_file)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "verdict: pass" in out and "backend cpu" in out
+    report = json.loads(out_file.read_text())
+    assert report["verdict"] == "pass" and report["op"] == "loss-ce"
+    assert report["kernel"] == "ce-grad" and report["shapes"]["vocab"] == 300
+
+
+def test_run_catalogue_kernel_exits_1_with_where_and_reproduce(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        ["run", "loss-ce", "--vocab", "2000", "--rows", "8", "--kernel", "legacy-thread-per-vocab"]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "kernel-bug: loss-ce [plain] compare" in out
+    assert "where: every element with vocab index >= 256 (= blockDim.x)" in out
+    assert (
+        "reproduce: gradcheck run loss-ce --rows 8 --vocab 2000 --block 256 --seed 0 --kernel legacy-thread-per-vocab --case plain"
+        in out
+    )
+    assert "^ = blockDim.x (256)" in out  # the heat map
+
+
+def test_fd32_story_is_fd_noise(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "loss-ce", "--vocab", "50", "--fd32", "--case", "plain"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "verdict: fd-noise" in out
+    assert "are finite-difference error, not the kernel" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["run", "loss-cee"], 2, "Did you mean 'loss-ce'"),
+        (["run", "loss-ce", "--vocab", "0"], 2, "vocab=0 must be at least 1"),
+        (["run", "loss-ce", "--block", "1025"], 2, "block=1025 is too large"),
+        (["run", "loss-ce", "--kernel", "nope-kernel"], 2, "not a shipped loss-ce kernel"),
+        (["run", "loss-ce", "--source", "missing.cu"], 2, "does not exist"),
+        (["run", "loss-ce", "--function", "f"], 2, "give --source too"),
+        (["run", "loss-ce", "--json", "no/such/dir/r.json"], 2, "does not exist"),
+    ],
+)
+def test_usage_errors_exit_2(
+    argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == code
+    assert message in capsys.readouterr().err
+
+
+def test_kernel_that_does_not_compile_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.cu"
+    bad.write_text('extern "C" __global__ void k(const float* l) { nope; }\n')
+    assert main(["run", "loss-ce", "--source", str(bad), "--vocab", "8"]) == 3
+    assert "bad.cu:1" in capsys.readouterr().err
+
+
+def test_list_json_maps_ops_to_kernels(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    kernels = out["loss-ce"]
+    assert {"name", "expect", "description"} == set(kernels[0])
+    by_name = {k["name"]: k["expect"] for k in kernels}
+    assert by_name["ce-grad"] == "pass"
+    for bug in (
+        "legacy-thread-per-vocab",
+        "missing-barrier",
+        "oob-small-vocab",
+        "mask-ignored-norm",
+    ):
+        assert by_name[bug] == "kernel-bug"
+
+
+def test_list_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "loss-ce" in out and "ce-grad (default)" in out and "inv_n_valid" in out
