@@ -76,6 +76,13 @@ KERNELS = (
         "divides by rows instead of unmasked rows: off by n_valid / rows when rows are masked",
     ),
     ShippedKernel(
+        "masked-rows-skipped",
+        "loss_ce/bugs/masked_rows_skipped.cu",
+        "ce_grad_masked_skipped",
+        "kernel-bug",
+        "returns early for masked rows without writing their zeros",
+    ),
+    ShippedKernel(
         "naive-exp",
         "loss_ce/bugs/naive_exp.cu",
         "ce_grad_naive_exp",

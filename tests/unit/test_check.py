@@ -24,6 +24,7 @@ CATALOGUE = {
     "missing-barrier": ("plain", "schedules", "schedule-dependent output"),
     "oob-small-vocab": ("vocab=51", "fault", "threadIdx.x = 153 >= vocab = 51"),
     "mask-ignored-norm": ("masked", "compare", "normalised by all rows, not the unmasked ones"),
+    "masked-rows-skipped": ("masked", "compare", "only masked rows (all of them)"),
     "naive-exp": ("large-logits", "compare", "NaN or inf where the reference is finite"),
     "vec4-tail": ("vocab=257", "compare", "the vocab % 4 = 1 tail after the last full float4"),
     "sign-flipped": ("plain", "compare", "sign flipped: kernel = -reference"),

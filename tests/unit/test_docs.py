@@ -10,3 +10,23 @@ import gradcheck.backends
 def test_source_module_docstring_example() -> None:
     result = doctest.testmod(gradcheck.backends, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_every_guide_link_the_reports_print_exists() -> None:
+    """Findings point at DIAGNOSTIC_GUIDE.md#anchor: each anchor must be there."""
+    import re
+    from pathlib import Path
+
+    from gradcheck import diagnose
+    from gradcheck.ops import OPS
+
+    root = Path(__file__).resolve().parents[2]
+    guide = (root / "DIAGNOSTIC_GUIDE.md").read_text()
+    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', guide))
+    printed = {a for _, cause in diagnose.CAUSES for a in re.findall(r"#([a-z0-9-]+)", cause)}
+    printed |= {"fd-noise", "kernel-bug", "noise-bound"}
+    assert printed <= anchors, printed - anchors
+    for op in OPS.values():  # every shipped kernel is a worked example in the guide
+        for k in op.kernels:
+            if k.expect == "kernel-bug":
+                assert f"--kernel {k.name}" in guide, k.name
