@@ -164,7 +164,7 @@ def check(
                 checks.append(align)
         output = run.outputs[0][1]
         say(f"case {c.name}: finite differences of the float64 reference")
-        checks.append(_reference_fd_check(spec, c, ref64, output, int(seed)))
+        checks.append(_reference_fd_check(spec, c, ref64, output, int(seed), reproduce(c)))
         if fd32 and c.name in FD32_CASES:
             say(f"case {c.name}: the float32 finite-difference check ({fd32_samples} elements)")
             naive = naive_fd32(
@@ -417,7 +417,9 @@ def _fault_check(spec: Op, c: Case, block: int, fault: KernelFault, repro: str) 
     )
 
 
-def _reference_fd_check(spec: Op, c: Case, ref64: np.ndarray, out: np.ndarray, seed: int) -> Check:
+def _reference_fd_check(
+    spec: Op, c: Case, ref64: np.ndarray, out: np.ndarray, seed: int, repro: str
+) -> Check:
     d = directional(spec, c, ref64, out, seed)
     kernel_bars = abs(d.kernel - d.fd) / d.error_bar if d.error_bar else float("inf")
     numbers = {
@@ -441,6 +443,7 @@ def _reference_fd_check(spec: Op, c: Case, ref64: np.ndarray, out: np.ndarray, s
         text + ": the reference disagrees with finite differences of itself",
         numbers,
         likely_cause="the reference cannot be trusted at these inputs; please report it",
+        reproduce=repro,
     )
 
 

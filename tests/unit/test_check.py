@@ -138,3 +138,12 @@ def test_function_not_in_source_and_wrong_signature(tmp_path: Path) -> None:
         gradcheck.check("loss-ce", str(src), function="right_count", vocab=8, rows=2)
     with pytest.raises(UsageError, match="defines 2 kernels"):
         gradcheck.check("loss-ce", str(src), vocab=8, rows=2)
+
+
+def test_a_compiled_function_is_checked_on_its_own_backend() -> None:
+    mod = gradcheck.SourceModule(
+        str(ROOT / "kernels_cuda/loss_ce/online_softmax.cu"), backend="cpu"
+    )
+    report = gradcheck.check("loss-ce", mod.get_function("ce_grad_online"), vocab=100, rows=4)
+    assert report.verdict == "pass" and report.backend == "cpu"
+    assert "(kernel given from Python)" in report.reproduce
