@@ -11,6 +11,7 @@ the step the float32 perturbation really took, and truncation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,16 +27,23 @@ AGREE_BARS = 3.0  # FD and autodiff agree when within this many error bars
 FD32_POWER_ERROR = 0.2  # the field notes' example: can the check see a 20% error?
 
 
-def _loss_at(op: Op, case: Case, points: np.ndarray, dtype: type[np.floating[Any]]) -> np.ndarray:
-    """The loss at each point, in fixed-size batches (so JAX compiles one batch shape)."""
-    per = max(1, min(16, CHUNK_ELEMENTS // max(1, points[0].size)))
-    out = np.empty(len(points), np.float64)
-    for i in range(0, len(points), per):
-        chunk = points[i : i + per]
-        n = len(chunk)
-        if n < per:  # pad the last batch with copies so the batch shape never changes
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], per - n, axis=0)])
-        out[i : i + n] = op.loss_values(case, chunk, dtype)[:n]
+def _loss_at(
+    op: Op,
+    case: Case,
+    n: int,
+    point: Callable[[int], np.ndarray],
+    dtype: type[np.floating[Any]],
+) -> np.ndarray:
+    """The loss at ``point(0) .. point(n - 1)``, built and evaluated a fixed-size batch at a time
+    (JAX compiles one batch shape; memory holds one batch, not every point)."""
+    size = point(0).size
+    per = max(1, min(16, CHUNK_ELEMENTS // max(1, size)))
+    out = np.empty(n, np.float64)
+    for i in range(0, n, per):
+        idx = [min(j, n - 1) for j in range(i, i + per)]  # pad the last batch with the last point
+        batch = np.stack([point(j) for j in idx])
+        m = min(per, n - i)
+        out[i : i + m] = op.loss_values(case, batch, dtype)[:m]
     return out
 
 
@@ -62,8 +70,8 @@ def directional(
     u = np.random.default_rng(seed).standard_normal(x.shape)
     u /= np.linalg.norm(u)
     steps = tuple(DIRECTION_H0 / 2**k for k in range(DIRECTION_LEVELS))
-    points = np.stack([x + s * h * u for h in steps for s in (1.0, -1.0)])
-    values = _loss_at(op, case, points, np.float64)
+    signed = [s * h for h in steps for s in (1.0, -1.0)]
+    values = _loss_at(op, case, len(signed), lambda j: x + signed[j] * u, np.float64)
     d = [(values[2 * k] - values[2 * k + 1]) / (2 * h) for k, h in enumerate(steps)]
     table = [d]
     for j in range(1, len(steps)):
@@ -141,20 +149,22 @@ def naive_fd32(
     x = case.arrays[op.wrt]
     n = min(samples, x.size)
     index = np.sort(np.random.default_rng(seed + 1).choice(x.size, n, replace=False))
-    points = np.empty((2 * n, *x.shape), np.float32)
-    for j, i in enumerate(index):
-        for s, sign in enumerate((1.0, -1.0)):
-            p = x.copy()
-            p.flat[i] = np.float32(p.flat[i] + np.float32(sign * eps))
-            points[2 * j + s] = p
-    l32 = _loss_at(op, case, points, np.float32)
-    l64 = _loss_at(op, case, points, np.float64)
+    shifted = [
+        (np.float32(x.flat[i] + np.float32(eps)), np.float32(x.flat[i] - np.float32(eps)))
+        for i in index
+    ]
+
+    def point(j: int) -> np.ndarray:
+        p = x.copy()
+        p.flat[index[j // 2]] = shifted[j // 2][j % 2]
+        return p
+
+    l32 = _loss_at(op, case, 2 * n, point, np.float32)
+    l64 = _loss_at(op, case, 2 * n, point, np.float64)
     plus, minus = slice(0, None, 2), slice(1, None, 2)
     fd = ((l32[plus] - l32[minus]) / (2 * eps)).astype(np.float64)
     exact = (l64[plus] - l64[minus]) / (2 * eps)
-    moved = points[plus].reshape(n, -1)[np.arange(n), index].astype(np.float64) - points[
-        minus
-    ].reshape(n, -1)[np.arange(n), index].astype(np.float64)
+    moved = np.array([float(a) - float(b) for a, b in shifted])
     quotient = (l64[plus] - l64[minus]) / moved
     g = ref64.flat[index]
     k = kernel.flat[index].astype(np.float64)
