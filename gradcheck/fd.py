@@ -10,8 +10,8 @@ the step the float32 perturbation really took, and truncation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
