@@ -148,20 +148,19 @@ def check(
         ]
         run_name, output, cmp = max(compared, key=lambda t: (t[2].n_bad, t[2].max_ratio))
         extra: list[str] = []
-        if len(runner.schedules) > 1:
-            sched = _schedule_check(spec, c, block, run, ref64, reproduce(c))
-            align = _alignment_check(spec, c, block, run, ref64, reproduce(c))
-            if sched.verdict != "pass":
-                extra.append("schedule-dependent: the output changes with the thread order")
-            elif align is not None and align.verdict != "pass":
-                extra.append("alignment-dependent: the output changes with the buffers' alignment")
+        bitwise = [
+            b
+            for name in ("schedules", "alignment")
+            if (b := _bitwise_check(name, spec, c, block, run, ref64, reproduce(c))) is not None
+        ]
+        for b in bitwise:
+            if b.verdict != "pass":
+                extra.append(f"{b.summary.split(' output:')[0]}: see the {b.name} check")
+                break
         checks.append(
             _compare_check(spec, c, block, output, ref64, cmp, reproduce(c), run_name, extra)
         )
-        if len(runner.schedules) > 1:
-            checks.append(sched)
-            if align is not None:
-                checks.append(align)
+        checks.extend(bitwise)
         output = run.outputs[0][1]
         say(f"case {c.name}: finite differences of the float64 reference")
         checks.append(_reference_fd_check(spec, c, ref64, output, int(seed), reproduce(c)))
@@ -300,86 +299,49 @@ def _compare_check(
     )
 
 
-def _schedule_check(
-    spec: Op, c: Case, block: int, run: CaseRun, ref64: np.ndarray, repro: str
-) -> Check:
-    diff = run.schedule_diff
-    assert diff is not None and run.output is not None
-    n = int(np.count_nonzero(diff))
-    numbers = {
-        "schedules": list(run.schedules),
-        "differing": n,
-        "max_difference": run.schedule_max_diff,
-    }
-    if not n:
-        return Check(
-            name="schedules",
-            case=c.name,
-            verdict="pass",
-            summary=f"bitwise identical under {len(run.schedules)} thread orders ({', '.join(run.schedules)})",
-            numbers=numbers,
-        )
-    where = describe(
-        diff,
-        run.output,
-        ref64,
-        np.zeros(diff.shape, bool),
-        op=spec,
-        case=c,
-        block=block,
-        values=False,
-    )
-    return Check(
-        name="schedules",
-        case=c.name,
-        verdict="kernel-bug",
-        summary=(
-            f"schedule-dependent output: {n:,} of {diff.size:,} elements differ between thread "
-            f"orders {', '.join(run.schedules)} (max difference {run.schedule_max_diff:.3g})"
-        ),
-        numbers=numbers,
-        where=tuple(where),
-        heatmap=tuple(heatmap(diff, block=block)) if diff.ndim >= 2 else (),
-        likely_cause=likely_cause(["schedule-dependent"], spec.output_axes[spec.thread_axis]),
-        reproduce=repro,
-    )
-
-
-def _alignment_check(
-    spec: Op, c: Case, block: int, run: CaseRun, ref64: np.ndarray, repro: str
+def _bitwise_check(
+    name: str,
+    spec: Op,
+    c: Case,
+    block: int,
+    run: CaseRun,
+    ref64: np.ndarray,
+    repro: str,
 ) -> Check | None:
-    diff = run.alignment_diff
+    """Runs that should be bit-identical: thread orders ("schedules") or buffer alignments."""
+    if name == "schedules":
+        diff, max_diff = run.schedule_diff, run.schedule_max_diff
+        label, same = (
+            "schedule-dependent",
+            f"under {len(run.schedules)} thread orders ({', '.join(run.schedules)})",
+        )
+        changed = f"differ between thread orders {', '.join(run.schedules)}"
+    else:
+        diff, max_diff = run.alignment_diff, run.alignment_max_diff
+        label, same = (
+            "alignment-dependent",
+            "with the buffers at another alignment (page-aligned start)",
+        )
+        changed = "change when the buffers start at another address"
     if diff is None or run.output is None:
         return None
     n = int(np.count_nonzero(diff))
-    numbers = {"differing": n, "max_difference": run.alignment_max_diff}
+    numbers: dict[str, Any] = {"differing": n, "max_difference": max_diff}
+    if name == "schedules":
+        numbers["schedules"] = list(run.schedules)
     if not n:
-        return Check(
-            "alignment", c.name, "pass",
-            "bitwise identical with the buffers at another alignment (page-aligned start)", numbers,
-        )  # fmt: skip
-    where = describe(
-        diff,
-        run.output,
-        ref64,
-        np.zeros(diff.shape, bool),
-        op=spec,
-        case=c,
-        block=block,
-        values=False,
-    )
+        return Check(name, c.name, "pass", f"bitwise identical {same}", numbers)
+    no_poison = np.zeros(diff.shape, bool)
+    where = describe(diff, run.output, ref64, no_poison, op=spec, case=c, block=block, values=False)
     return Check(
-        name="alignment",
+        name=name,
         case=c.name,
         verdict="kernel-bug",
-        summary=(
-            f"alignment-dependent output: {n:,} of {diff.size:,} elements change when the buffers "
-            f"start at another address (max difference {run.alignment_max_diff:.3g})"
-        ),
+        summary=f"{label} output: {n:,} of {diff.size:,} elements {changed} (max difference {max_diff:.3g})",
         numbers=numbers,
         where=tuple(where),
         heatmap=tuple(heatmap(diff, block=block)) if diff.ndim >= 2 else (),
-        likely_cause=likely_cause(["alignment-dependent"], spec.output_axes[spec.thread_axis]),
+        likely_cause=likely_cause([label], spec.output_axes[spec.thread_axis]),
         reproduce=repro,
     )
 
