@@ -30,3 +30,28 @@ def test_every_guide_link_the_reports_print_exists() -> None:
         for k in op.kernels:
             if k.expect == "kernel-bug":
                 assert f"--kernel {k.name}" in guide, k.name
+
+
+def test_check_my_kernel_example_runs() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(root / "examples/check_my_kernel.py"),
+            "--vocab",
+            "600",
+            "--rows",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    assert "ce-grad: pass" in out
+    assert "legacy-thread-per-vocab: kernel-bug" in out
+    assert "where: every element with vocab index >= 256 (= blockDim.x)" in out
