@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .results import Check, Verdict
 
 GUIDE = "DIAGNOSTIC_GUIDE.md"
 
-# Likely causes, keyed by the evidence that points at them (first match wins).
+# Likely causes, keyed by the evidence that points at them: fault kinds, the labels of the
+# bitwise checks, and the keys of where.Pattern. The first key present wins.
 CAUSES: tuple[tuple[str, str], ...] = (
     ("out-of-bounds", f"an index not checked against its bound; {GUIDE}#out-of-bounds"),
     (
@@ -24,26 +25,27 @@ CAUSES: tuple[tuple[str, str], ...] = (
         f"__syncthreads() not reached by every thread of the block; {GUIDE}#barrier-divergence",
     ),
     ("timeout", f"a barrier nobody reaches or an endless loop; {GUIDE}#timeout"),
-    ("= blockDim.x", f"one thread per {'{axis}'} entry; use a block-stride loop; {GUIDE}#geometry"),
+    ("geometry", f"one thread per {'{axis}'} entry; use a block-stride loop; {GUIDE}#geometry"),
     ("block-stride", f"the block-stride loop stops a pass early; {GUIDE}#geometry"),
-    ("% 4", f"a vectorised (float4) loop that drops the tail; {GUIDE}#tail"),
-    ("sign flipped", f"softmax and one-hot swapped (a log-likelihood gradient); {GUIDE}#sign"),
-    ("normalised by all rows", f"the mean divides by rows, not unmasked rows; {GUIDE}#scale"),
-    ("constant factor", f"a wrong normalisation constant; {GUIDE}#scale"),
-    ("only masked rows", f"masked rows not written as zeros; {GUIDE}#masked-rows"),
+    ("tail", f"a vectorised (float4) loop that drops the tail; {GUIDE}#tail"),
+    ("sign", f"softmax and one-hot swapped (a log-likelihood gradient); {GUIDE}#sign"),
+    ("normalised-by-rows", f"the mean divides by rows, not unmasked rows; {GUIDE}#scale"),
+    ("scale", f"a wrong normalisation constant; {GUIDE}#scale"),
+    ("only:masked rows", f"masked rows not written as zeros; {GUIDE}#masked-rows"),
     (
-        "NaN or inf",
+        "non-finite",
         f"exp overflow or a division by zero (subtract the row max first); {GUIDE}#non-finite",
     ),
-    ("never writes", f"elements the kernel never writes; {GUIDE}#unwritten"),
-    ("only the last row", f"a row loop that stops one early; {GUIDE}#geometry"),
+    ("unwritten", f"elements the kernel never writes; {GUIDE}#unwritten"),
+    ("last-row", f"a row loop that stops one early; {GUIDE}#geometry"),
 )
 
 
-def likely_cause(evidence: Sequence[str], axis: str) -> str:
-    text = " | ".join(evidence)
+def likely_cause(evidence: Iterable[str], axis: str) -> str:
+    """The cause of the first CAUSES key among ``evidence`` (keys, not prose)."""
+    present = set(evidence)
     for key, cause in CAUSES:
-        if key in text:
+        if key in present:
             return cause.replace("{axis}", axis)
     return f"see {GUIDE}#kernel-bug"
 

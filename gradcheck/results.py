@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
 
 Verdict = Literal["pass", "fd-noise", "kernel-bug", "inconclusive"]
-VERDICTS: tuple[Verdict, ...] = ("pass", "fd-noise", "kernel-bug", "inconclusive")
 SCHEMA = "gradcheck.report"
 SCHEMA_VERSION = 1
 # Exit code of `gradcheck run` for each verdict (inconclusive: 1 under --strict).

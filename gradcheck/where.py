@@ -6,6 +6,8 @@ a constant scale, a flipped sign. Naming the shape names the likely cause, which
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .ops import Case, Op
@@ -22,6 +24,21 @@ def _share_char(share: float) -> str:
     return SHADES[1 + min(len(SHADES) - 3, int(share * (len(SHADES) - 2)))]
 
 
+class Pattern(NamedTuple):
+    """One thing true of the wrong elements: stable keys (what diagnose keys causes on) and text."""
+
+    keys: tuple[str, ...]
+    text: str
+
+
+def texts(patterns: list[Pattern]) -> list[str]:
+    return [p.text for p in patterns]
+
+
+def keys(patterns: list[Pattern]) -> set[str]:
+    return {k for p in patterns for k in p.keys}
+
+
 def describe(
     bad: np.ndarray,
     kernel: np.ndarray,
@@ -32,11 +49,11 @@ def describe(
     case: Case,
     block: int,
     values: bool = True,
-) -> list[str]:
-    """Plain-language patterns that hold for the wrong elements, most telling first."""
+) -> list[Pattern]:
+    """Patterns that hold for the wrong elements, most telling first."""
     if not bad.any():
         return []
-    out: list[str] = []
+    out: list[Pattern] = []
     n_bad = int(np.count_nonzero(bad))
     b2 = bad.reshape(bad.shape[0], -1) if bad.ndim >= 2 else bad.reshape(1, -1)
     cols = b2.shape[1]
@@ -46,23 +63,32 @@ def describe(
         if n_u < n_bad:
             u2 = unwritten.reshape(b2.shape)
             sub = _axis_patterns(u2, cols, block, axis_name) if not unwritten.all() else []
+            text = f"{n_u:,} of {n_bad:,} wrong elements were never written (still poison)"
+            if sub:
+                part = (
+                    sub[0]
+                    .text.replace("every element", "every one")
+                    .replace("only elements", "those")
+                )
+                text += f": {part}"
+            out.append(Pattern(("unwritten-part", *(sub[0].keys if sub else ())), text))
+        else:
             out.append(
-                f"{n_u:,} of {n_bad:,} wrong elements were never written (still poison)"
-                + (
-                    f": {sub[0].replace('every element', 'every one').replace('only elements', 'those')}"
-                    if sub
-                    else ""
+                Pattern(
+                    ("unwritten",),
+                    "the kernel never writes them (they still hold the poison value)",
                 )
             )
-        else:
-            out.append("the kernel never writes them (they still hold the poison value)")
     nonfinite = bad & ~np.isfinite(kernel) & ~unwritten
     if nonfinite.any():
         out.append(
-            f"{int(np.count_nonzero(nonfinite)):,} are NaN or inf where the reference is finite"
+            Pattern(
+                ("non-finite",),
+                f"{int(np.count_nonzero(nonfinite)):,} are NaN or inf where the reference is finite",
+            )
         )
     if bad.all():
-        out.insert(0, "every element")
+        out.insert(0, Pattern(("every",), "every element"))
     else:
         out[:0] = _axis_patterns(b2, cols, block, axis_name)
         out.extend(_row_patterns(b2))
@@ -71,55 +97,60 @@ def describe(
             if lab.all():
                 continue  # a label that covers everything says nothing
             if lab.any() and not (b2 & ~lab).any():
-                out.append(f"only {label}" + (" (all of them)" if not (lab & ~b2).any() else ""))
+                whole = " (all of them)" if not (lab & ~b2).any() else ""
+                out.append(Pattern((f"only:{label}",), f"only {label}{whole}"))
             elif lab.mean() >= 0.1 and not (b2 & lab).any() and (b2 & ~lab).any():
-                out.append(f"never {label}")
+                out.append(Pattern((f"never:{label}",), f"never {label}"))
     if values:
         out.extend(_value_patterns(bad, kernel, ref, unwritten, op, case))
     return out
 
 
-def _axis_patterns(b2: np.ndarray, cols: int, block: int, axis: str) -> list[str]:
+def _axis_patterns(b2: np.ndarray, cols: int, block: int, axis: str) -> list[Pattern]:
     col_bad: np.ndarray = np.asarray(b2.any(axis=0))
     idx = np.flatnonzero(col_bad)
     lo, hi = int(idx[0]), int(idx[-1])
-    out: list[str] = []
     if lo > 0 and hi == cols - 1 and col_bad[lo:].all():
         rows_hit = b2.any(axis=1)
         full = b2[rows_hit][:, lo:].all()
         what = "every element" if full else "only elements"
-        notes = []
+        notes, found = [], ["index-from"]
         if lo == block:
             notes.append("= blockDim.x")
+            found.append("geometry")
         elif lo % block == 0:
             notes.append(
                 f"= {lo // block} x blockDim.x: the last partial pass of a block-stride loop"
             )
+            found.append("block-stride")
         if cols % 4 and lo == cols - cols % 4:
             notes.append(f"the {axis} % 4 = {cols % 4} tail after the last full float4")
+            found.append("tail")
         note = f" ({'; '.join(notes)})" if notes else ""
-        out.append(f"{what} with {axis} index >= {lo}{note}")
-    elif hi < cols - 1 and lo == 0 and col_bad[: hi + 1].all():
-        out.append(f"only {axis} index < {hi + 1}")
-    elif lo == hi:
-        out.append(f"only {axis} index {lo}")
-    return out
+        return [Pattern(tuple(found), f"{what} with {axis} index >= {lo}{note}")]
+    if hi < cols - 1 and lo == 0 and col_bad[: hi + 1].all():
+        return [Pattern(("index-below",), f"only {axis} index < {hi + 1}")]
+    if lo == hi:
+        return [Pattern(("index-one",), f"only {axis} index {lo}")]
+    return []
 
 
-def _row_patterns(b2: np.ndarray) -> list[str]:
+def _row_patterns(b2: np.ndarray) -> list[Pattern]:
     rows = b2.shape[0]
     row_bad = b2.any(axis=1)
     idx = np.flatnonzero(row_bad)
     if rows > 1 and len(idx) == 1:
-        return ["only the last row" if idx[0] == rows - 1 else f"only row {int(idx[0])}"]
+        if idx[0] == rows - 1:
+            return [Pattern(("last-row",), "only the last row")]
+        return [Pattern(("one-row",), f"only row {int(idx[0])}")]
     if rows > 1 and len(idx) < rows:
-        return [f"{len(idx)} of {rows} rows"]
+        return [Pattern(("some-rows",), f"{len(idx)} of {rows} rows")]
     return []
 
 
 def _value_patterns(
     bad: np.ndarray, kernel: np.ndarray, ref: np.ndarray, unwritten: np.ndarray, op: Op, case: Case
-) -> list[str]:
+) -> list[Pattern]:
     sel = bad & np.isfinite(kernel) & ~unwritten & (ref != 0)
     if np.count_nonzero(sel) < 2:
         return []
@@ -127,14 +158,17 @@ def _value_patterns(
     c = float(np.median(q))
     if not np.all(np.abs(q - c) <= 1e-3 * max(abs(c), 1e-30)):
         if np.all(np.sign(kernel[sel]) == -np.sign(ref[sel])):
-            return ["sign flipped (the magnitudes differ too)"]
+            return [Pattern(("sign",), "sign flipped (the magnitudes differ too)")]
         return []
     if abs(c + 1) <= 1e-3:
-        return ["sign flipped: kernel = -reference"]
+        return [Pattern(("sign",), "sign flipped: kernel = -reference")]
     if abs(c) <= 1e-6:
-        return ["written as zeros"]
-    why = op.explain_scale(case, c)
-    return [f"scale off by a constant factor {c:.6g}" + (f" ({why})" if why else "")]
+        return [Pattern(("zeros",), "written as zeros")]
+    meaning = op.explain_scale(case, c)
+    if meaning is None:
+        return [Pattern(("scale",), f"scale off by a constant factor {c:.6g}")]
+    key, why = meaning
+    return [Pattern(("scale", key), f"scale off by a constant factor {c:.6g} ({why})")]
 
 
 def heatmap(bad: np.ndarray, *, block: int, width: int = 64, height: int = 12) -> list[str]:
@@ -150,8 +184,7 @@ def heatmap(bad: np.ndarray, *, block: int, width: int = 64, height: int = 12) -
         cells = "".join(
             _share_char(float(band[:, c_edges[j] : c_edges[j + 1]].mean())) for j in range(w)
         )
-        label = f"{r_edges[i]:>6}" if r_edges[i + 1] - r_edges[i] > 1 or True else ""
-        lines.append(f"{label} |{cells}|")
+        lines.append(f"{r_edges[i]:>6} |{cells}|")
     axis = [" "] * w
     if block < cols:
         j = int(np.searchsorted(c_edges, block, side="right")) - 1

@@ -125,6 +125,7 @@ class Op(ABC):
         Also the unit for the error the float32 reference makes: noise = floor * max(1, its ratio).
         """
 
-    def explain_scale(self, case: Case, factor: float) -> str:
-        """An op-specific reading of "off by a constant factor" (e.g. a wrong normaliser)."""
-        return ""
+    def explain_scale(self, case: Case, factor: float) -> tuple[str, str] | None:
+        """An op-specific reading of "off by a constant factor": (key, text), e.g. a wrong
+        normaliser; None when the factor means nothing particular."""
+        return None

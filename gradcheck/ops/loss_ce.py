@@ -265,13 +265,19 @@ class LossCE(Op):
         out: np.ndarray = scale * p * rel + 3 * U32 * np.abs(ref64) + 4 * TINY32 * (1.0 + scale)
         return out
 
-    def explain_scale(self, case: Case, factor: float) -> str:
+    def explain_scale(self, case: Case, factor: float) -> tuple[str, str] | None:
         rows, n_valid = case.dims["rows"], int(case.scalars["n_valid"])
         if n_valid and rows != n_valid and math.isclose(factor, n_valid / rows, rel_tol=1e-4):
-            return f"= n_valid / rows = {n_valid}/{rows}: normalised by all rows, not the unmasked ones"
+            return (
+                "normalised-by-rows",
+                f"= n_valid / rows = {n_valid}/{rows}: normalised by all rows, not the unmasked ones",
+            )
         if n_valid and math.isclose(factor, float(n_valid), rel_tol=1e-4):
-            return f"= n_valid = {n_valid}: the 1/n_valid normalisation is missing"
-        return ""
+            return (
+                "not-normalised",
+                f"= n_valid = {n_valid}: the 1/n_valid normalisation is missing",
+            )
+        return None
 
 
 LOSS_CE = LossCE()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gradcheck.ops import Case, get_op
-from gradcheck.where import describe, heatmap
+from gradcheck.where import describe, heatmap, texts
 
 OP = get_op("loss-ce")
 
@@ -19,7 +19,7 @@ def masked() -> tuple[Case, np.ndarray]:
 
 def _describe(case: Case, ref: np.ndarray, out: np.ndarray, bad: np.ndarray) -> str:
     unwritten = np.isnan(out)
-    return " | ".join(describe(bad, out, ref, unwritten, op=OP, case=case, block=256))
+    return " | ".join(texts(describe(bad, out, ref, unwritten, op=OP, case=case, block=256)))
 
 
 def test_every_element_past_blockdim(masked: tuple[Case, np.ndarray]) -> None:
