@@ -62,6 +62,8 @@ def check(
     fd32_samples: int = int(FD32_DEFAULTS["samples"]),
     case: str | None = None,
     shared_bytes: int = 0,
+    defines: Sequence[str] = (),
+    include_dirs: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
     **dims: int,
 ) -> Report:
@@ -71,6 +73,7 @@ def check(
     (with ``function=``), a kernel function from ``gradcheck.SourceModule``, or a Python callable
     taking the op's inputs (loss-ce: ``logits, targets, mask``) and returning its output.
     Sizes are keywords named as the op's dimensions (loss-ce: ``rows``, ``vocab``).
+    ``defines`` (``"NAME=VALUE"``) and ``include_dirs`` go to the compiler, as in ``gradcheck compile``.
 
     >>> import gradcheck
     >>> report = gradcheck.check("loss-ce", vocab=50, rows=4, backend="cpu")  # doctest: +SKIP
@@ -95,7 +98,19 @@ def check(
     say = progress or (lambda _msg: None)
     ref = resolve_kernel(spec, kernel, function)
     say(f"building {ref.label}")
-    runner = Runner(spec, ref, backend=backend, shared_bytes=shared_bytes, seed=int(seed))
+    if (defines or include_dirs) and ref.source is None:
+        raise UsageError(
+            "defines and include_dirs apply to CUDA source; this kernel is not source."
+        )
+    runner = Runner(
+        spec,
+        ref,
+        backend=backend,
+        shared_bytes=shared_bytes,
+        options=[f"-D{d}" for d in defines] or None,
+        include_dirs=[str(d) for d in include_dirs] or None,
+        seed=int(seed),
+    )
     cases = spec.cases(sizes, block, int(seed))
     if case is not None:
         names = [c.name for c in cases]
@@ -118,6 +133,7 @@ def check(
             parts.append(f"--backend {backend}")
         if shared_bytes:
             parts.append(f"--shared-bytes {shared_bytes}")
+        parts += [f"-D {d}" for d in defines] + [f"-I {i}" for i in include_dirs]
         if factor != DEFAULT_FACTOR:
             parts.append(f"--factor {factor:g}")
         if c is not None:

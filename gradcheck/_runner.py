@@ -122,6 +122,8 @@ class Runner:
         *,
         backend: str | None,
         shared_bytes: int = 0,
+        options: list[str] | None = None,
+        include_dirs: list[str] | None = None,
         schedules: tuple[str, ...] = ("asc", "desc", "random"),
         seed: int = 0,
     ) -> None:
@@ -153,7 +155,12 @@ class Runner:
                         "name the one to check with --function NAME (function=...)."
                     )
                 function = names[0]
-            module = SourceModule(ref.source, backend=backend)  # type: ignore[arg-type]
+            module = SourceModule(
+                ref.source,
+                options=options,
+                include_dirs=include_dirs,
+                backend=backend,  # type: ignore[arg-type]
+            )
             self.fn = module.get_function(function)
             self.backend = str(getattr(module, "backend", backend or "cpu"))
             self.backend_reason = str(getattr(module, "backend_reason", ""))

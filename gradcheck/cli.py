@@ -203,6 +203,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             fd32_samples=args.fd32_samples,
             case=args.case,
             shared_bytes=args.shared_bytes,
+            defines=args.define,
+            include_dirs=args.include,
             progress=(lambda msg: status.update(escape(msg))) if status is not None else None,
             **dims,
         )
@@ -260,6 +262,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of the input suite (default 0)")
     r.add_argument("--case", default=None, metavar="NAME", help="run one case of the suite only")
     r.add_argument("--shared-bytes", type=int, default=0, metavar="N", help="dynamic shared memory")
+    r.add_argument(
+        "-D",
+        dest="define",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="define a macro",
+    )
+    r.add_argument(
+        "-I",
+        dest="include",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an include directory",
+    )
     r.add_argument(
         "--factor",
         type=float,

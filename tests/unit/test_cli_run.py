@@ -94,3 +94,32 @@ def test_list_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "loss-ce" in out and "ce-grad (default)" in out and "inv_n_valid" in out
+
+
+def test_source_with_defines_and_include_dirs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inc = tmp_path / "include"
+    inc.mkdir()
+    (inc / "scale.cuh").write_text("#define GRAD_SCALE(x) ((x) * SCALE)\n")
+    src = tmp_path / "scaled.cu"
+    src.write_text(
+        '#include "scale.cuh"\n'
+        'extern "C" __global__ void k(const float* logits, const int* targets, const float* mask,\n'
+        "    float* grad, int rows, int vocab, float inv_n_valid) {\n"
+        "  int r = blockIdx.x; const float* x = logits + (size_t)r * vocab;\n"
+        "  float m = -INFINITY, s = 0.f;\n"
+        "  for (int v = 0; v < vocab; ++v) m = fmaxf(m, x[v]);\n"
+        "  for (int v = 0; v < vocab; ++v) s += expf(x[v] - m);\n"
+        "  float sc = mask[r] * inv_n_valid;\n"
+        "  for (int v = threadIdx.x; v < vocab; v += blockDim.x)\n"
+        "    grad[(size_t)r * vocab + v] = GRAD_SCALE((expf(x[v] - m) / s - (v == targets[r])) * sc);\n"
+        "}\n"
+    )
+    argv = ["run", "loss-ce", "--source", str(src), "--vocab", "40", "--rows", "4", "-I", str(inc)]
+    assert main([*argv, "-D", "SCALE=1.0f"]) == 0
+    assert "verdict: pass" in capsys.readouterr().out
+    assert main([*argv, "-D", "SCALE=2.0f"]) == 1
+    out = capsys.readouterr().out
+    assert "scale off by a constant factor 2" in out
+    assert f"-D SCALE=2.0f -I {inc}" in out  # the reproduce line carries them
