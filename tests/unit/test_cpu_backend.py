@@ -480,3 +480,20 @@ def test_printf_before_a_crash_is_not_lost(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(gc.KernelCrash):
         mod.get_function("k")(gc.Out(np.zeros(1, np.int32)), block=(1, 1, 1))
     assert capsys.readouterr().out == "about to fail\n"
+
+
+def test_same_kernel_name_in_two_modules_keeps_each_signature() -> None:
+    """Two sources that both define extern "C" k, loaded into one worker, stay apart."""
+    first = gc.SourceModule(
+        'extern "C" __global__ void k(const float* a, float* b, int n) {'
+        " if (threadIdx.x < n) b[threadIdx.x] = 2 * a[threadIdx.x]; }",
+        backend="cpu",
+    )
+    second = gc.SourceModule('extern "C" __global__ void k(float* x) { x[0] = 7; }', backend="cpu")
+    assert [p.c_type for p in first.kernels[0].params] == ["const float*", "float*", "int"]
+    assert [p.c_type for p in second.kernels[0].params] == ["float*"]
+    x = np.zeros(1, np.float32)
+    second.get_function("k").launch(gc.Out(x), block=(1, 1, 1))
+    a, b = np.arange(3, dtype=np.float32), np.zeros(3, np.float32)
+    first.get_function("k").launch(gc.In(a), gc.Out(b), np.int32(3), block=(4, 1, 1))
+    assert x.tolist() == [7.0] and b.tolist() == [0.0, 2.0, 4.0]

@@ -28,7 +28,17 @@ NATIVE = Path(__file__).parent / "native"
 CXX_STD = "-std=c++20"
 # -fno-strict-aliasing: CUDA code reinterprets float* as float4* freely and nvcc tolerates it.
 # -U_FORTIFY_SOURCE: glibc's checked longjmp rejects the jumps between fiber stacks.
-COMMON_FLAGS = ("-O2", "-fPIC", "-pthread", "-fno-strict-aliasing", "-U_FORTIFY_SOURCE")
+# -fno-gnu-unique: template statics (the per-kernel parameter-type tables among them) would
+# otherwise bind process-wide across RTLD_LOCAL libraries, so two modules that both define
+# extern "C" kernel `k` would share one table.
+COMMON_FLAGS = (
+    "-O2",
+    "-fPIC",
+    "-pthread",
+    "-fno-strict-aliasing",
+    "-U_FORTIFY_SOURCE",
+    "-fno-gnu-unique",
+)
 USER_BEGIN = "namespace cudacpu_user_source_begins_here {}"
 
 
