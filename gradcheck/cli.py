@@ -224,6 +224,26 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     return report.exit_code
 
 
+def _add_compiler_options(p: argparse.ArgumentParser) -> None:
+    """-D and -I, the same for every command that compiles a source."""
+    p.add_argument(
+        "-D",
+        dest="define",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="define a macro",
+    )
+    p.add_argument(
+        "-I",
+        dest="include",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="add an include directory",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gradcheck",
@@ -262,22 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of the input suite (default 0)")
     r.add_argument("--case", default=None, metavar="NAME", help="run one case of the suite only")
     r.add_argument("--shared-bytes", type=int, default=0, metavar="N", help="dynamic shared memory")
-    r.add_argument(
-        "-D",
-        dest="define",
-        action="append",
-        default=[],
-        metavar="NAME[=VALUE]",
-        help="define a macro",
-    )
-    r.add_argument(
-        "-I",
-        dest="include",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="an include directory",
-    )
+    _add_compiler_options(r)
     r.add_argument(
         "--factor",
         type=float,
@@ -306,22 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c = sub.add_parser("compile", help="build a .cu file for the cpu backend and list its kernels")
     c.add_argument("source", help="path to a .cu file")
-    c.add_argument(
-        "-D",
-        dest="define",
-        action="append",
-        default=[],
-        metavar="NAME[=VALUE]",
-        help="define a macro",
-    )
-    c.add_argument(
-        "-I",
-        dest="include",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="add an include directory",
-    )
+    _add_compiler_options(c)
     c.add_argument(
         "--option", action="append", default=[], metavar="OPT", help="another nvcc-style option"
     )
