@@ -26,6 +26,7 @@ from ._errors import (
 from ._errors import (
     CompileError as CompileError,
 )
+from ._errors import DataRace as DataRace
 from ._errors import (
     DeviceAssert as DeviceAssert,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "BarrierDivergence",
     "Check",
     "CompileError",
+    "DataRace",
     "DeviceAssert",
     "GradcheckError",
     "In",

@@ -85,7 +85,7 @@ class KernelFault(GradcheckError, AssertionError):
     """The kernel did something a correct kernel never does while it ran (a kernel bug).
 
     ``kind`` names the fault: ``out-of-bounds``, ``barrier-divergence``, ``warp-collective``,
-    ``timeout``, ``crash``, ``device-assert``, ``arithmetic``, ``stack-overflow``.
+    ``timeout``, ``crash``, ``device-assert``, ``arithmetic``, ``stack-overflow``, ``data-race``.
     """
 
     kind = "fault"
@@ -168,6 +168,51 @@ class StackOverflow(KernelFault):
     """A CUDA thread ran past the end of its stack."""
 
     kind = "stack-overflow"
+
+
+class DataRace(KernelFault):
+    """Two threads wrote different values to one word of memory with nothing ordering the writes.
+
+    Found by a race-checking launch on the cpu backend (``races=True``); on a GPU one of the two
+    writes is lost, depending on timing. ``block`` and ``thread`` are the second writer's,
+    ``other_block`` and ``other_thread`` the first's. ``scope`` is ``"global"`` (a kernel argument:
+    ``arg_index``, ``arg_name``, ``element``) or ``"shared"`` (``shared_array`` names the
+    ``__shared__`` array when known, ``offset_bytes`` is the byte offset into it, or into the
+    block's shared memory). ``n_elements`` counts the distinct elements of that argument (4-byte
+    words of that shared memory) written in a race during the launch.
+    """
+
+    kind = "data-race"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kernel: str = "",
+        block: tuple[int, int, int] | None = None,
+        thread: tuple[int, int, int] | None = None,
+        scope: str = "global",
+        arg_index: int | None = None,
+        arg_name: str = "",
+        element: int | None = None,
+        n_elements: int = 0,
+        other_block: tuple[int, int, int] | None = None,
+        other_thread: tuple[int, int, int] | None = None,
+        same_block: bool = False,
+        shared_array: str = "",
+        offset_bytes: int | None = None,
+    ) -> None:
+        self.scope = scope
+        self.arg_index = arg_index
+        self.arg_name = arg_name
+        self.element = element
+        self.n_elements = n_elements
+        self.other_block = other_block
+        self.other_thread = other_thread
+        self.same_block = same_block
+        self.shared_array = shared_array
+        self.offset_bytes = offset_bytes
+        super().__init__(message, kernel=kernel, block=block, thread=thread)
 
 
 class ScheduleDependentOutput(KernelFault):

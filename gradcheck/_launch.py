@@ -29,6 +29,7 @@ CPU_ONLY_OPTIONS: tuple[str, ...] = (
     "guard",
     "poison",
     "stack_bytes",
+    "races",
 )
 
 # CUDA's limits on every current architecture (compute capability 7.0-10.x).
@@ -42,6 +43,7 @@ MAX_DYNAMIC_SHARED_BYTES = 227 * 1024
 # that arithmetic does not produce, so "never written" can be told apart from "computed NaN".
 POISON_BITS: dict[str, int] = {
     "float16": 0x7E5A,
+    "bfloat16": 0x7FA5,  # ml_dtypes.bfloat16: a quiet NaN with a payload
     "float32": 0x7FC5A5A5,
     "float64": 0x7FF8A5A5A5A5A5A5,
 }

@@ -455,8 +455,8 @@ def test_missing_source_file() -> None:
 
 
 def test_unsupported_header_says_so_clearly() -> None:
-    with pytest.raises(gc.CompileError, match=r"__half \(16-bit float\) .* is not supported yet"):
-        gc.SourceModule("#include <cuda_fp16.h>\n__global__ void k(float* y) {}", backend="cpu")
+    with pytest.raises(gc.CompileError, match=r"warp matrix \(wmma\) .* is not supported yet"):
+        gc.SourceModule("#include <mma.h>\n__global__ void k(float* y) {}", backend="cpu")
 
 
 # ---- kernel printf -------------------------------------------------------------------------------

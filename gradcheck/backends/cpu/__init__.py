@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from ..._errors import (
     ArithmeticFault,
     BarrierDivergence,
+    DataRace,
     DeviceAssert,
     GradcheckError,
     KernelCrash,
@@ -49,7 +51,7 @@ from ..._launch import (
 )
 from .._source import Source, load_source
 from . import _build
-from ._arena import Align, Arena
+from ._arena import Align, Arena, Slot
 from ._nvcc import Resources
 from ._process import WorkerDied, WorkerStalled, worker
 
@@ -57,6 +59,7 @@ SCHEDULES = ("asc", "desc", "random")
 DEFAULT_SCHEDULES = ("asc", "desc", "random:1")
 DEFAULT_STACK_BYTES = 64 * 1024
 DEFAULT_TIMEOUT_S = 60.0
+RACE_FAULT = 9  # CUDACPU_FAULT_RACE in native/gradcheck_cpu_abi.h
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class Param:
 
     name: str
     is_pointer: bool
-    code: str  # f i u b v s p
+    code: str  # f i u b v s p, e (__half), E (__nv_bfloat16)
     is_const: bool
     size: int
 
@@ -84,6 +87,8 @@ class Param:
             ("u", 8): "unsigned long long",
             ("b", 1): "bool",
             ("v", 0): "void",
+            ("e", 2): "__half",
+            ("E", 2): "__nv_bfloat16",
         }.get((self.code, self.size), f"{self.size}-byte struct")
         if self.is_pointer:
             return ("const " if self.is_const else "") + base + "*"
@@ -95,8 +100,23 @@ class Param:
     def accepts_dtype(self, dtype: np.dtype[Any]) -> bool:
         if self.code in ("v", "s"):
             return True
+        if self.code == "e":  # __half: numpy's float16
+            return dtype == np.float16
+        if self.code == "E":  # __nv_bfloat16: ml_dtypes.bfloat16, or its bits as uint16
+            bf16 = Param._bfloat16()
+            return dtype == np.uint16 or (bf16 is not None and dtype == bf16)
         kind = {"f": "f", "i": "i", "u": "u", "b": "b"}.get(self.code)
         return dtype.kind == kind and dtype.itemsize == self.size
+
+    @staticmethod
+    def _bfloat16() -> np.dtype[Any] | None:
+        """ml_dtypes' bfloat16 (installed with jax), imported only when a kernel takes bfloat16."""
+        try:
+            import ml_dtypes
+        except ImportError:
+            return None
+        bf16: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
+        return bf16
 
 
 @dataclass(frozen=True)
@@ -111,11 +131,16 @@ class KernelInfo:
 
 
 def _numpy_name(p: Param) -> str:
-    """The numpy scalar type of a parameter (or of a pointer's element): 'float32', 'int32', ..."""
-    kind = {"f": "float", "i": "int", "u": "uint"}.get(p.code)
+    """The scalar type of a parameter (or of a pointer's element) as a user writes it:
+    'np.float32', 'np.int32', ..., 'ml_dtypes.bfloat16'; '' when there is none."""
     if p.code == "b":
-        return "bool_"
-    return f"{kind}{8 * p.size}" if kind and p.size in (1, 2, 4, 8) else ""
+        return "np.bool_"
+    if p.code == "e":
+        return "np.float16"
+    if p.code == "E":
+        return "ml_dtypes.bfloat16"
+    kind = {"f": "float", "i": "int", "u": "uint"}.get(p.code)
+    return f"np.{kind}{8 * p.size}" if kind and p.size in (1, 2, 4, 8) else ""
 
 
 class CpuSourceModule:
@@ -154,6 +179,8 @@ class CpuSourceModule:
             nvcc_check=nvcc_check,
         )
         self.no_extern_c = no_extern_c
+        self._keep = keep
+        self._race_library: Path | None = None
         table = worker().load(str(self.build.library))
         kernels = []
         for i, (row, decl) in enumerate(zip(table, self.build.kernels, strict=True)):
@@ -165,6 +192,13 @@ class CpuSourceModule:
             symbol = row["symbol"] or row["name"]
             kernels.append(KernelInfo(symbol, row["name"], row["params"], params, i))
         self.kernels: tuple[KernelInfo, ...] = tuple(kernels)
+
+    def race_library(self) -> Path:
+        """The race-checking build of this module (what ``races=True`` launches run), built on
+        first use and cached like the plain one."""
+        if self._race_library is None:
+            self._race_library = _build.race_build(self.build, keep=self._keep)
+        return self._race_library
 
     @property
     def kernel_names(self) -> tuple[str, ...]:
@@ -248,7 +282,14 @@ class CpuFunction:
       strict: bool (an early return while other threads wait at __syncthreads() is an error;
         default True), timeout: seconds without progress before a launch is declared hung (60),
       guard: "end" | "start" (which side of each buffer touches a guard page), poison: bool
-        (poison shared memory before every block; default True), stack_bytes: per CUDA thread.
+        (poison shared memory before every block; default True), stack_bytes: per CUDA thread,
+      races: bool (default False): run a race-checking build of the module, which watches every
+        write to the writable argument buffers and to shared memory and raises ``DataRace`` after
+        the launch when two threads wrote different values to one element with nothing ordering
+        the writes (different blocks without a __threadfence()-and-atomic chain, or one block with
+        no __syncthreads() between, or one warp with no __syncwarp() between): the lost updates a
+        GPU would make. Blocks then run on one OS thread, in order (workers=1); the outputs are
+        the same as without races. The first such launch compiles the race-checking build.
     """
 
     def __init__(self, module: CpuSourceModule, info: KernelInfo) -> None:
@@ -282,6 +323,7 @@ class CpuFunction:
         guard: Align = "end",
         poison: bool = True,
         stack_bytes: int = DEFAULT_STACK_BYTES,
+        races: bool = False,
         **unknown: Any,
     ) -> Launch:
         """Launch once and return what happened (PyCUDA's __call__ returns only the time)."""
@@ -296,16 +338,23 @@ class CpuFunction:
             raise UsageError(f"workers={workers!r} must be a positive int.")
         if stack_bytes < 4096:
             raise UsageError(f"stack_bytes={stack_bytes} is too small; use at least 4096.")
+        if not isinstance(races, (bool, np.bool_)):
+            raise UsageError(f"races={races!r} must be True or False.")
+        if races:
+            workers = 1  # the race check runs the blocks one after another on one OS thread
         arrays, req_args = self._marshal(args)
+        library = str(self.module.race_library() if races else self.module.build.library)
         proc = worker()
         # The arena is shared from launch to launch: hold the worker's lock while using it.
         with proc.lock:
-            proc.load(str(self.module.build.library))  # again, if the worker was replaced
+            proc.load(library)  # again, if the worker was replaced
             arena = Arena([(i, w.array, w.direction) for i, w in arrays], guard)
+            # What a race check watches: the buffers the kernel may write (non-const pointers).
+            watched = [s for s in arena.slots if not self._param(s.arg_index).is_const]
             t0 = time.perf_counter()
             req = {
                 "op": "launch",
-                "library": str(self.module.build.library),
+                "library": library,
                 "index": self.info.index,
                 "grid": list(g),
                 "block": list(b),
@@ -325,18 +374,23 @@ class CpuFunction:
                     else {"kind": "scalar", "bytes": value}
                     for j, (kind, value) in _number_buffers(req_args)
                 ],
+                "races": bool(races),
+                "race_ranges": [[s.offset, s.nbytes, s.itemsize] for s in watched] if races else [],
             }
             reply = self._send(proc, req, arena, timeout, b, g)
             elapsed = time.perf_counter() - t0
             if not reply.get("ok"):
                 raise LaunchError(f"{self.name}: the launch worker failed: {reply.get('error')}")
-            if reply["rc"]:
+            raced = reply["rc"] == RACE_FAULT and reply.get("race") is not None
+            if reply["rc"] and not raced:
                 proc.restart()  # a faulting kernel may have scribbled on the worker's memory
                 raise self._fault(reply, arena, b, g)
             for slot in arena.slots:
                 damage = arena.canary_damage(slot)
                 if damage:
                     raise self._canary_fault(slot.arg_index, damage)
+            if raced:  # the launch completed; the caller's arrays stay as they were
+                raise self._race_fault(reply["race"], watched, b, g)
             unwritten: dict[int, int] = {}
             for slot, (i, w) in zip(arena.slots, arrays, strict=True):
                 if w.direction in ("out", "inout"):
@@ -444,7 +498,7 @@ class CpuFunction:
                     raise UsageError(
                         f"{p.label(i)} is `{p.c_type}` in {self.info.name}, but got "
                         f"{type(a).__name__}(array): pass a numpy scalar such as "
-                        f"np.{_numpy_name(p) or 'int32'}(...)."
+                        f"{_numpy_name(p) or 'np.int32'}(...)."
                     )
                 if p.code == "p":
                     raise UsageError(
@@ -455,7 +509,7 @@ class CpuFunction:
                     want = _numpy_name(p)
                     raise UsageError(
                         f"{p.label(i)} is `{p.c_type}` in {self.info.name}, but got a "
-                        f"{a.array.dtype} array. Convert it: x.astype(np.{want or 'float32'})."
+                        f"{a.array.dtype} array. Convert it: x.astype({want or 'np.float32'})."
                     )
                 if p.is_const and a.direction in ("out", "inout"):
                     raise UsageError(
@@ -475,7 +529,7 @@ class CpuFunction:
                 want = _numpy_name(p)
                 raise UsageError(
                     f"{p.label(i)} is `{p.c_type}` in {self.info.name}, but got np.{value.dtype}"
-                    f"({value!r}). Pass np.{want}(...)."
+                    f"({value!r}). Pass {want}(...)."
                     if want
                     else "."
                 )
@@ -583,6 +637,115 @@ class CpuFunction:
             return cls(f"{msg} ({self.name}, block {_fmt3(block)})", kernel=self.name, block=block)
         return cls(f"{msg} ({self.name}, {at})", **common)
 
+    def _race_fault(
+        self,
+        race: dict[str, Any],
+        watched: list[Slot],
+        b: tuple[int, int, int],
+        g: tuple[int, int, int],
+    ) -> DataRace:
+        block, thread = _unravel3(race["block"], g), _unravel3(race["thread"], b)
+        other_block = _unravel3(race["other_block"], g)
+        other_thread = _unravel3(race["other_thread"], b)
+        same_block = race["block"] == race["other_block"]
+        first = f"block {_fmt3(other_block)} thread {_fmt3(other_thread)}"
+        second = f"block {_fmt3(block)} thread {_fmt3(thread)}"
+        if race["atomic"] != race["other_atomic"]:
+            first += " (an atomic)" if race["other_atomic"] else " (a plain write)"
+            second += " (an atomic)" if race["atomic"] else " (a plain write)"
+        if not same_block:
+            order = (
+                "different blocks, and nothing orders them (no __threadfence() and atomic between)"
+            )
+        elif race["same_warp"]:
+            order = "the same warp, with no __syncwarp() or __syncthreads() between"
+        else:
+            order = "the same block, with no __syncthreads() between"
+        mixed = race["atomic"] != race["other_atomic"]
+        fields: dict[str, Any] = dict(
+            kernel=self.name,
+            block=block,
+            thread=thread,
+            other_block=other_block,
+            other_thread=other_thread,
+            same_block=same_block,
+        )
+        if race["scope"] == 0:
+            slot = watched[race["range"]]
+            i, p = slot.arg_index, self._param(slot.arg_index)
+            element = race["offset"] // max(1, slot.itemsize)
+            total = slot.nbytes // max(1, slot.itemsize)
+            n = int(race["raced"][race["range"]])
+            name = p.name or f"arg{i}"
+            what = (
+                f"kernel {p.label(i).replace('argument', 'arg')} `{p.c_type}` element [{element}]"
+            )
+            count = f"{n} of {total} element{'s' if total != 1 else ''} of {name} raced"
+            others = [
+                f"{self._param(s.arg_index).label(s.arg_index).replace('argument', 'arg')}: {k}"
+                for s, k in zip(watched, race["raced"], strict=True)
+                if k and s is not slot
+            ]
+            if others:
+                count += f" (other arguments too: {', '.join(others)})"
+            if mixed:
+                cause = (
+                    f"plain writes mixed with atomics on one element of {name}; make every write "
+                    "to it atomic (atomicAdd, atomicExch), or order them with a barrier"
+                )
+            elif same_block:
+                cause = (
+                    f"several threads updating one element (such as {name}[0] += v) between "
+                    "barriers; use atomicAdd, reduce in shared memory first, or give each element "
+                    "one writer"
+                )
+            else:
+                cause = (
+                    f"a read-modify-write such as {name}[j] += v from several blocks; use "
+                    "atomicAdd, or give each element one writer"
+                )
+            head = f"data race in {self.name}"
+            fields.update(
+                scope="global",
+                arg_index=i,
+                arg_name=p.name,
+                element=element,
+                n_elements=n,
+                offset_bytes=race["offset"],
+            )
+        else:
+            array = race["symbol"]
+            if array:
+                offset = race["symbol_offset"]
+                what = f"shared array `{array}` at byte offset {offset}"
+            else:
+                offset = race["offset"]
+                kind = "dynamic shared memory" if race["scope"] == 2 else "shared memory"
+                what = f"{kind} at byte offset {offset}"
+            words = int(race["shared_words"])
+            count = f"{words} 4-byte word{'s' if words != 1 else ''} of {array or 'shared memory'} raced"
+            v = array or "s"
+            cause = (
+                "threads updating one shared variable in the same barrier interval (such as "
+                f"`if (x > {v}) {v} = x;` or `{v} += x`); use an atomic (atomicMax, atomicAdd "
+                "work on shared memory) or a reduction, or let one thread write, with "
+                "__syncthreads() between the phases"
+            )
+            head = f"data race on shared memory in {self.name}"
+            fields.update(
+                scope="shared",
+                shared_array=array,
+                element=offset // max(1, race["size"]),
+                n_elements=words,
+                offset_bytes=offset,
+            )
+        return DataRace(
+            f"{head}: {what} was written by {first} and then, with a different value, by "
+            f"{second}: {order}. {count}. On a GPU one of the writes is lost, depending on "
+            f"timing. Usual cause: {cause}.",
+            **fields,
+        )
+
     def _canary_fault(self, index: int, damage: tuple[int, int]) -> OutOfBounds:
         before, after = damage
         p = self._param(index)
@@ -645,6 +808,10 @@ def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     same = (a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" else a == b
     out: np.ndarray = np.logical_not(same)
     return out
+
+
+def _unravel3(i: int, dims: tuple[int, int, int]) -> tuple[int, int, int]:
+    return i % dims[0], (i // dims[0]) % dims[1], i // (dims[0] * dims[1])
 
 
 def _unravel(i: int, dims: tuple[int, int, int]) -> str:

@@ -4,6 +4,11 @@ Steps: wrap the source as PyCUDA does (``extern "C" { ... }`` unless ``no_extern
 prelude header; preprocess with g++; find the kernels in the preprocessed text; append a table
 that registers each one; compile. The cache key hashes the *preprocessed* text (so editing an
 included header rebuilds), the flags, the compiler's version and the runtime library.
+
+A race-checking variant (``race_build``) is built on request from the same preprocessed text:
+compiled with g++'s ThreadSanitizer instrumentation (``-fsanitize=thread``, code generation only)
+and linked against the runtime library, which defines the ``__tsan_*`` entry points itself; libtsan
+is never linked.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..._errors import CompileError, UsageError
@@ -40,6 +45,9 @@ COMMON_FLAGS = (
     "-fno-gnu-unique",
 )
 USER_BEGIN = "namespace cudacpu_user_source_begins_here {}"
+# The race-checking variant: every store and atomic calls a __tsan_* hook of the runtime library.
+# Function entry/exit hooks are not needed (reports name buffers and threads, not call stacks).
+RACE_FLAGS = ("-fsanitize=thread", "--param", "tsan-instrument-func-entry-exit=0")
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -136,6 +144,8 @@ class Build:
     nvcc_checked: bool
     cached: bool
     seconds: float
+    # The preprocessed translation unit with its registration table: what race_build compiles.
+    unit: str = field(default="", repr=False, compare=False)
 
 
 def translation_unit(source: Source, no_extern_c: bool) -> str:
@@ -309,4 +319,51 @@ def build(
         nvcc_checked=nvcc_exe is not None,
         cached=cached,
         seconds=time.perf_counter() - t0,
+        unit=full,
     )
+
+
+def race_build(b: Build, *, keep: bool = False) -> Path:
+    """The race-checking library of a build (compiled on first use, then cached like the plain one).
+
+    The same translation unit, compiled with ThreadSanitizer's instrumentation and linked against
+    the runtime library (whose ``__tsan_*`` functions keep the shadow state); ``-z defs`` makes a
+    hook the runtime lacks a link error here instead of a failure to load in the worker.
+    """
+    if not b.unit:
+        raise UsageError("this build carries no translation unit to build a race-checking variant")
+    cache = b.library.parent
+    runtime = build_runtime(cache)
+    cxx = cxx_compiler()
+    compile_flags = [CXX_STD, *COMMON_FLAGS, "-w", "-x", "c++-cpp-output", *RACE_FLAGS]
+    key = _digest(b.unit, compiler_version(cxx), *compile_flags, runtime.name)
+    library = cache / f"kr-{key}.so"
+    if library.exists():
+        return library
+    ii = cache / f"kr-{key}.ii"
+    obj = cache / f".kr-{key}.{os.getpid()}.o"
+    tmp = cache / f".kr-{key}.{os.getpid()}.tmp"
+    ii.write_text(b.unit)
+    try:
+        cmd = [cxx, *compile_flags, "-c", str(ii), "-o", str(obj)]
+        r = _run(cmd)
+        if not r.returncode:
+            cmd = [cxx, "-shared", "-pthread", str(obj), str(runtime)]
+            cmd += ["-Wl,-rpath,$ORIGIN", "-Wl,-z,defs", "-o", str(tmp)]
+            r = _run(cmd)
+        if r.returncode:
+            raise CompileError(
+                "g++ could not build the race-checking variant of the kernels (races=True needs "
+                f"g++ with -fsanitize=thread support): {_first_error(r.stderr)}",
+                compiler=cxx,
+                command=cmd,
+                stdout=r.stdout,
+                stderr=r.stderr,
+            )
+        os.replace(tmp, library)
+    finally:
+        obj.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        if not keep:
+            ii.unlink(missing_ok=True)
+    return library

@@ -17,7 +17,7 @@ import sys
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PROT_NONE, PROT_RW, MAP_SHARED = 0, 3, 1
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 
 class Param(ctypes.Structure):
@@ -41,6 +41,34 @@ class Kernel(ctypes.Structure):
     ]
 
 
+class Range(ctypes.Structure):
+    _fields_ = [
+        ("addr", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+        ("itemsize", ctypes.c_uint32),
+        ("raced", ctypes.c_uint32),
+    ]
+
+
+class Race(ctypes.Structure):
+    _fields_ = [
+        ("scope", ctypes.c_int32),
+        ("range", ctypes.c_int32),
+        ("offset", ctypes.c_uint64),
+        ("size", ctypes.c_uint32),
+        ("block", ctypes.c_uint32),
+        ("thread", ctypes.c_uint32),
+        ("other_block", ctypes.c_uint32),
+        ("other_thread", ctypes.c_uint32),
+        ("atomic", ctypes.c_int32),
+        ("other_atomic", ctypes.c_int32),
+        ("same_warp", ctypes.c_int32),
+        ("shared_words", ctypes.c_uint64),
+        ("symbol_offset", ctypes.c_uint64),
+        ("symbol", ctypes.c_char * 256),
+    ]
+
+
 class Launch(ctypes.Structure):
     _fields_ = [
         ("grid", ctypes.c_uint32 * 3),
@@ -53,6 +81,9 @@ class Launch(ctypes.Structure):
         ("strict", ctypes.c_int32),
         ("poison_shared", ctypes.c_int32),
         ("status", ctypes.c_void_p),
+        ("races", ctypes.c_int32),
+        ("nranges", ctypes.c_uint32),
+        ("ranges", ctypes.POINTER(Range)),
         ("fault_kind", ctypes.c_int32),
         ("fault_signal", ctypes.c_int32),
         ("fault_write", ctypes.c_int32),
@@ -60,6 +91,7 @@ class Launch(ctypes.Structure):
         ("fault_block", ctypes.c_uint32 * 3),
         ("fault_thread", ctypes.c_uint32 * 3),
         ("message", ctypes.c_char * 2048),
+        ("race", Race),
     ]
 
 
@@ -180,9 +212,24 @@ def launch(req, fd):
     spec.strict = int(req["strict"])
     spec.poison_shared = int(req["poison_shared"])
     spec.status = base + req["status_offset"]
+    watch = req.get("race_ranges") or []
+    ranges = (Range * max(1, len(watch)))()
+    if req.get("races"):
+        # The writable argument buffers: [offset, bytes, itemsize] each, in the caller's order.
+        for r, (offset, nbytes, itemsize) in zip(ranges, watch, strict=False):
+            r.addr, r.bytes, r.itemsize = base + offset, nbytes, itemsize
+        spec.races = 1
+        spec.nranges = len(watch)
+        spec.ranges = ranges
     entry = ctypes.addressof(table[req["index"]])
     rc = lib.cudacpu_launch(entry, ctypes.byref(spec), argv)
     addr = spec.fault_addr
+    race = None
+    if spec.races and spec.fault_kind == 9:  # CUDACPU_FAULT_RACE
+        f = spec.race
+        race = {name: getattr(f, name) for name, _ in Race._fields_ if name != "symbol"}
+        race["symbol"] = f.symbol.decode(errors="replace")
+        race["raced"] = [ranges[i].raced for i in range(len(watch))]
     return {
         "ok": True,
         "rc": rc,
@@ -194,6 +241,7 @@ def launch(req, fd):
         "block": list(spec.fault_block),
         "thread": list(spec.fault_thread),
         "message": spec.message.decode(errors="replace"),
+        "race": race,
     }
 
 

@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#define CUDACPU_ABI_VERSION 2
+#define CUDACPU_ABI_VERSION 3
 
 extern "C" {
 
@@ -61,6 +61,29 @@ enum cudacpu_fault_kind {
     CUDACPU_FAULT_STACK = 6,
     CUDACPU_FAULT_TRAP = 7,
     CUDACPU_FAULT_SETUP = 8,
+    CUDACPU_FAULT_RACE = 9,  // the launch completed, but two writes to one word raced (races=1)
+};
+
+// A global-memory argument buffer that a race-checking launch watches (the writable ones).
+struct cudacpu_range {
+    uint64_t addr, bytes;
+    uint32_t itemsize;
+    uint32_t raced;  // filled in: how many of its elements were written in a race
+};
+
+// The first write-write conflict a race-checking launch found. Threads and blocks are linear indices.
+struct cudacpu_race {
+    int32_t scope;    // 0: an argument buffer, 1: static __shared__ memory, 2: dynamic shared memory
+    int32_t range;    // scope 0: index into cudacpu_launch.ranges
+    uint64_t offset;  // first racing byte: into that buffer / the module's static shared block / dynamic shared memory
+    uint32_t size;    // bytes of the second write
+    uint32_t block, thread;              // the second writer
+    uint32_t other_block, other_thread;  // the first writer
+    int32_t atomic, other_atomic;        // 1: that write was an atomic
+    int32_t same_warp;                   // both writers in one warp of one block
+    uint64_t shared_words;               // scope 1/2: distinct 4-byte words of that shared memory that raced
+    uint64_t symbol_offset;              // scope 1: byte offset into the named array
+    char symbol[256];                    // scope 1: the __shared__ array's name, "" when unknown
 };
 
 struct cudacpu_launch {
@@ -73,6 +96,10 @@ struct cudacpu_launch {
     int32_t strict;         // barrier divergence (exited threads while others wait) is an error
     int32_t poison_shared;  // fill shared memory with 0xFF bytes (NaN as float) before every block
     cudacpu_status* status;
+    // Race checking: only for a module built with the race hooks (-fsanitize=thread codegen).
+    int32_t races;  // 1: keep shadow state and report write-write conflicts (runs on one OS thread)
+    uint32_t nranges;
+    cudacpu_range* ranges;
     // Filled in by the runtime when the launch fails.
     int32_t fault_kind;
     int32_t fault_signal;
@@ -80,6 +107,7 @@ struct cudacpu_launch {
     uint64_t fault_addr;
     uint32_t fault_block[3], fault_thread[3];
     char message[2048];
+    cudacpu_race race;  // when fault_kind is CUDACPU_FAULT_RACE
 };
 
 int cudacpu_run(cudacpu_launch* launch, void (*body)(void**), void** args, cudacpu_ctx* (*ctx_addr)());

@@ -161,7 +161,9 @@ inline int __reduce_max_sync(unsigned mask, int v) {
 
 // ---- memory fences, atomics (std::atomic_ref: blocks run on several OS threads at once)
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+// The threads of a block are fibers of one OS thread: a compiler barrier orders them. (A thread fence
+// here would also read as a grid-wide release to the race checker, which only __threadfence() is.)
+inline void __threadfence_block() { std::atomic_signal_fence(std::memory_order_seq_cst); }
 inline void __threadfence_system() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 template <class T>
 using cudacpu_nd = std::type_identity_t<T>;  // keeps the value argument from steering deduction
@@ -311,9 +313,17 @@ struct dyn_shared {
 };
 
 // ---- kernel registration: what the build appends after the user's source
+// Types with a code of their own, set by the headers that declare them: cuda_fp16.h gives __half
+// 'e' (numpy's float16), cuda_bf16.h gives __nv_bfloat16 'E' (ml_dtypes' bfloat16). Other structs
+// are 's', which takes any dtype.
+template <class T>
+struct scalar_code {
+    static constexpr char value = 0;
+};
 template <class T>
 constexpr char type_code() {
-    if constexpr (std::is_same_v<T, bool>) return 'b';
+    if constexpr (scalar_code<T>::value != 0) return scalar_code<T>::value;
+    else if constexpr (std::is_same_v<T, bool>) return 'b';
     else if constexpr (std::is_floating_point_v<T>) return 'f';
     else if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) return 'i';
     else if constexpr (std::is_integral_v<T>) return 'u';

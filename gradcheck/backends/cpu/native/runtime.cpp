@@ -3,11 +3,17 @@
 //
 // Bug-finding on by default: shared memory is poisoned before every block, a fault (guard page,
 // stack overflow, division by zero, device assert) stops the launch with the block and thread that
-// caused it, and barrier or warp-collective misuse is reported instead of hanging.
+// caused it, and barrier or warp-collective misuse is reported instead of hanging. On request
+// (races=1, with a module built with the race hooks) writes that race are reported too: see
+// "race checking" below.
+#include <cxxabi.h>
 #include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
 #include <link.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -97,6 +103,396 @@ std::string tstr(unsigned i, const uint3& d) {
     return fmt("(%u,%u,%u)", t.x, t.y, t.z);
 }
 
+// ---- race checking (races=1) --------------------------------------------------------------------
+//
+// A module built for race checking is the same translation unit compiled with g++'s
+// -fsanitize=thread instrumentation, linked against this library instead of libtsan: every store
+// calls __tsan_writeN(address) just before it happens, every atomic is a call to
+// __tsan_atomicN_<op> (which performs it here), and __threadfence() calls
+// __tsan_atomic_thread_fence. For every 4-byte word of the watched memory (the writable argument
+// buffers, the block's static and dynamic shared memory) the hooks keep the last writer and the word
+// as that write left it, and report a write of a different value by another thread that nothing
+// orders after it. A race-checking launch runs its blocks on one OS thread, one after another, so
+// the hooks need no locks and their state lives in plain globals.
+//
+// Ordering. Within a block: a completed __syncthreads() orders everything before it; for two lanes
+// of one warp, so does a completed warp collective (__syncwarp, __shfl_sync, ...: counted per warp).
+// Between blocks only a release/acquire chain does, and CUDA atomics are relaxed: the writer's
+// block must __threadfence() after its write and then do an atomic on some location L, and the
+// second block must do an atomic on L before its write. This is tracked with one scalar clock
+// instead of vector clocks: the clock counts __threadfence() calls; a write records the clock;
+// a fence releases the new clock value to the fencing thread; an atomic write publishes the thread's
+// released clock at L; any atomic on L acquires what L holds; barriers and warp collectives pass the
+// released and acquired clocks on among the threads they synchronise. A write W1 is ordered before W2 of another
+// block when W1's clock is below what W2's thread acquired. The approximation: since the clock is
+// grid-wide, a fence in one block also covers earlier writes of *other* blocks that never fenced
+// (fewer reports, never a false one); exact for the usual "write, __threadfence(), atomic ticket,
+// last block reads" pattern.
+
+struct Shadow {
+    uint32_t block;   // the writer's linear block index + 1; 0: never written
+    uint32_t bar;     // barriers its block had completed
+    uint32_t wsync;   // collectives its warp had completed
+    uint32_t value;   // the word as the write left it
+    uint32_t clock;   // the fence clock at the write
+    uint16_t thread;  // the writer's linear thread index
+    uint8_t bytes;    // which bytes of the word it wrote
+    uint8_t flags;    // bit 0: an atomic; bits 4-7: bytes of the word found in a race
+};
+static_assert(sizeof(Shadow) == 24, "one shadow entry per 4-byte word");
+
+enum { SCOPE_GLOBAL = 0, SCOPE_STATIC = 1, SCOPE_DYNAMIC = 2 };
+
+struct Region {
+    uintptr_t lo = 0, len = 0;  // watched bytes [lo, lo + len), lo 4-aligned
+    uintptr_t base = 0;         // where offsets count from (shared memory)
+    Shadow* sh = nullptr;
+    size_t map = 0;
+    std::vector<uint8_t> raced;  // shared memory: words found in a race (entries are per block)
+};
+// Read by every instrumented store: all lengths are 0 unless a race-checking launch runs.
+Region RG[3];
+
+// Atomic location -> the clock released through it: open addressing, key 0 free (cheaper to compile
+// than std::unordered_map, and atomics on few locations are the rule).
+struct SyncTable {
+    std::vector<std::pair<uintptr_t, uint32_t>> slots;
+    size_t used = 0;
+    size_t home(uintptr_t a) const { return (size_t)(((uint64_t)a * 0x9E3779B97F4A7C15ull) >> 20) & (slots.size() - 1); }
+    const uint32_t* find(uintptr_t a) const {
+        if (!used) return nullptr;
+        for (size_t i = home(a);; i = (i + 1) & (slots.size() - 1)) {
+            if (slots[i].first == a) return &slots[i].second;
+            if (!slots[i].first) return nullptr;
+        }
+    }
+    uint32_t& operator[](uintptr_t a) {
+        if (2 * (used + 1) > slots.size()) {
+            std::vector<std::pair<uintptr_t, uint32_t>> old(std::max<size_t>(64, 2 * slots.size()));
+            old.swap(slots);
+            used = 0;
+            for (auto& kv : old)
+                if (kv.first) (*this)[kv.first] = kv.second;
+        }
+        size_t i = home(a);
+        while (slots[i].first && slots[i].first != a) i = (i + 1) & (slots.size() - 1);
+        if (!slots[i].first) slots[i] = {a, 0u}, ++used;
+        return slots[i].second;
+    }
+};
+
+struct Race {
+    cudacpu_launch* L = nullptr;
+    Worker* w = nullptr;
+    uintptr_t pend = 0;  // the last store whose hook ran: its value is read at the next hook
+    uint32_t pend_n = 0;
+    uint32_t clock = 0;              // __threadfence() calls so far, grid-wide
+    uint32_t bar = 0;                // barriers the running block completed
+    std::vector<uint32_t> wsync;     // per warp: collectives completed
+    std::vector<uint32_t> rel, acq;  // per thread: clock released by its last fence / acquired
+    SyncTable sync;                  // atomic location -> clock released through it
+    bool found = false;
+    cudacpu_race first{};
+};
+Race* R = nullptr;
+
+inline bool watched(uintptr_t a) {
+    return a - RG[0].lo < RG[0].len || a - RG[1].lo < RG[1].len || a - RG[2].lo < RG[2].len;
+}
+
+inline uint32_t byte_bits(unsigned m) {
+    return (m & 1u ? 0xFFu : 0u) | (m & 2u ? 0xFF00u : 0u) | (m & 4u ? 0xFF0000u : 0u) | (m & 8u ? 0xFF000000u : 0u);
+}
+
+// Two writes to the bytes `raced` of the word at wa conflict; e is the earlier one's entry.
+void conflict(int r, uintptr_t wa, unsigned raced, Shadow& e, bool atomic, uint32_t n) {
+    const uintptr_t at = wa + (unsigned)__builtin_ctz(raced);
+    cudacpu_launch* L = R->L;
+    int range = -1;
+    uint64_t off;
+    if (r == SCOPE_GLOBAL) {
+        for (uint32_t i = 0; i < L->nranges; ++i)
+            if (at - L->ranges[i].addr < L->ranges[i].bytes) {
+                range = (int)i;
+                break;
+            }
+        if (range < 0) return;  // the slack around a buffer: the canary check reports writes there
+        off = at - L->ranges[range].addr;
+        e.flags |= (uint8_t)(raced << 4);
+    } else {
+        off = at - RG[r].base;
+        RG[r].raced[(wa - RG[r].lo) >> 2] = 1;
+    }
+    if (R->found) return;
+    R->found = true;
+    cudacpu_race& f = R->first;
+    const unsigned me = (unsigned)R->w->cur;
+    f.scope = r;
+    f.range = range;
+    f.offset = off;
+    f.size = n;
+    f.block = R->w->blk;
+    f.thread = me;
+    f.other_block = e.block - 1;
+    f.other_thread = e.thread;
+    f.atomic = atomic;
+    f.other_atomic = e.flags & 1u;
+    f.same_warp = e.block == R->w->blk + 1 && (e.thread >> 5) == (me >> 5);
+}
+
+// A write of n bytes at a (done: its value is in memory). atomic: by an atomic operation.
+void record(uintptr_t a, uint32_t n, bool atomic) {
+    Worker* w = R->w;
+    const uint32_t me = (uint32_t)w->cur, blk1 = w->blk + 1;
+    const uint32_t wsync = R->wsync[me >> 5];
+    const uintptr_t end = a + n;
+    for (uintptr_t wa = a & ~(uintptr_t)3; wa < end; wa += 4) {
+        int r = -1;
+        for (int i = 0; i < 3; ++i)
+            if (wa - RG[i].lo < RG[i].len) {
+                r = i;
+                break;
+            }
+        if (r < 0) continue;
+        const unsigned b0 = a > wa ? unsigned(a - wa) : 0u, b1 = end < wa + 4 ? unsigned(end - wa) : 4u;
+        const uint8_t mask = uint8_t(((1u << b1) - 1u) & ~((1u << b0) - 1u));
+        uint32_t value;
+        std::memcpy(&value, reinterpret_cast<const void*>(wa), 4);
+        Shadow& e = RG[r].sh[(wa - RG[r].lo) >> 2];
+        const bool stale = r != SCOPE_GLOBAL && e.block != blk1;  // shared memory of an earlier block
+        const bool mine = !stale && e.block == blk1 && e.thread == me;
+        if (e.block && !stale && !mine) {
+            const unsigned both = e.bytes & mask;
+            const uint32_t diff = (e.value ^ value) & byte_bits(both);
+            if (diff && !(atomic && (e.flags & 1u))) {  // atomics among themselves never race
+                bool ordered;
+                if (e.block != blk1)
+                    ordered = e.clock < R->acq[me];
+                else
+                    ordered = e.bar != R->bar || ((e.thread >> 5) == (me >> 5) && e.wsync != wsync);
+                if (!ordered) conflict(r, wa, both, e, atomic, n);
+            }
+        }
+        const uint8_t keep = stale ? 0 : (uint8_t)(e.flags & 0xF0u);
+        e.bytes = mine ? (uint8_t)(e.bytes | mask) : mask;
+        e.block = blk1;
+        e.bar = R->bar;
+        e.wsync = wsync;
+        e.value = value;
+        e.clock = R->clock;
+        e.thread = (uint16_t)me;
+        e.flags = (uint8_t)(keep | (atomic ? 1u : 0u));
+    }
+}
+
+// The running thread's last store is in memory by now: check it.
+inline void flush() {
+    if (R->pend_n) {
+        const uint32_t n = R->pend_n;
+        R->pend_n = 0;
+        record(R->pend, n, false);
+    }
+}
+
+__attribute__((noinline)) void on_write(uintptr_t a, uint32_t n) {
+    flush();
+    R->pend = a;
+    R->pend_n = n;
+}
+
+inline void race_switch() {  // the running thread is about to park or exit
+    if (R) flush();
+}
+
+void race_block_start() {
+    R->pend_n = 0;
+    R->bar = 0;
+    std::fill(R->wsync.begin(), R->wsync.end(), 0u);
+    std::fill(R->rel.begin(), R->rel.end(), 0u);
+    std::fill(R->acq.begin(), R->acq.end(), 0u);
+}
+
+// After a barrier (or warp collective) every thread it synchronised has what any of them had
+// released or acquired: "all threads write, __threadfence(), __syncthreads(), thread 0 takes the
+// ticket" releases every thread's write through thread 0's atomic.
+void join(std::vector<uint32_t>& v, size_t lo, size_t hi, unsigned lanes) {
+    uint32_t m = 0;
+    for (size_t i = lo; i < hi; ++i)
+        if (lanes >> ((i - lo) & 31u) & 1u) m = std::max(m, v[i]);
+    for (size_t i = lo; i < hi; ++i)
+        if (lanes >> ((i - lo) & 31u) & 1u) v[i] = m;
+}
+
+void race_barrier() {  // a __syncthreads() completed
+    ++R->bar;
+    join(R->acq, 0, R->acq.size(), ~0u);
+    join(R->rel, 0, R->rel.size(), ~0u);
+}
+
+void race_warp(unsigned warp, unsigned lanes) {  // a warp collective completed for these lanes
+    ++R->wsync[warp];
+    const size_t lo = (size_t)warp * 32, hi = std::min(R->acq.size(), lo + 32);
+    join(R->acq, lo, hi, lanes);
+    join(R->rel, lo, hi, lanes);
+}
+
+inline void atomic_before(const volatile void* p) {
+    flush();
+    if (const uint32_t* rel = R->sync.find((uintptr_t)p)) {
+        uint32_t& acq = R->acq[R->w->cur];
+        acq = std::max(acq, *rel);
+    }
+}
+
+inline void atomic_after(const volatile void* p, uint32_t n, bool wrote) {
+    if (!wrote) return;
+    const uint32_t rel = R->rel[R->w->cur];
+    if (rel) {
+        uint32_t& s = R->sync[(uintptr_t)p];
+        s = std::max(s, rel);
+    }
+    if (watched((uintptr_t)p)) record((uintptr_t)p, n, true);
+}
+
+void map_region(Region& rg, uintptr_t lo, uintptr_t hi, uintptr_t base, bool per_block) {
+    rg = Region{};
+    lo &= ~(uintptr_t)3;
+    hi = (hi + 3) & ~(uintptr_t)3;
+    if (hi <= lo) return;
+    const size_t words = (hi - lo) / 4;
+    void* m = mmap(nullptr, words * sizeof(Shadow), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return;
+    rg.sh = static_cast<Shadow*>(m);
+    rg.map = words * sizeof(Shadow);
+    rg.base = base;
+    if (per_block) rg.raced.assign(words, 0);
+    rg.lo = lo;
+    rg.len = hi - lo;  // last: from here on the hooks see this region
+}
+
+void unmap_regions() {
+    for (Region& rg : RG) {
+        rg.len = 0;
+        if (rg.sh) munmap(rg.sh, rg.map);
+        rg = Region{};
+    }
+}
+
+// Distinct elements of an argument buffer that raced (from the shadow's raced-byte bits).
+uint32_t raced_elements(const cudacpu_range& r) {
+    const Region& rg = RG[SCOPE_GLOBAL];
+    const uintptr_t lo = std::max<uintptr_t>(r.addr & ~(uintptr_t)3, rg.lo), hi = std::min<uintptr_t>(r.addr + r.bytes, rg.lo + rg.len);
+    const uint64_t size = std::max<uint32_t>(1, r.itemsize);
+    uint64_t n = 0, last = ~0ull;
+    for (uintptr_t wa = lo; wa < hi; wa += 4) {
+        const unsigned raced = rg.sh[(wa - rg.lo) >> 2].flags >> 4;
+        if (!raced) continue;
+        for (unsigned k = 0; k < 4; ++k) {
+            const uintptr_t b = wa + k;
+            if (!(raced >> k & 1u) || b - r.addr >= r.bytes) continue;
+            const uint64_t el = (b - r.addr) / size;
+            if (el != last) ++n, last = el;
+        }
+    }
+    return (uint32_t)std::min<uint64_t>(n, UINT32_MAX);
+}
+
+// The static __shared__ variable holding byte `off` of the module's TLS block, from its symbol table.
+bool tls_symbol(const std::string& path, uint64_t off, std::string& name, uint64_t& start, uint64_t& size) {
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct stat st{};
+    bool found = false;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size > sizeof(Elf64_Ehdr)) {
+        void* m = mmap(nullptr, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m != MAP_FAILED) {
+            const char* base = static_cast<const char*>(m);
+            const size_t fsize = (size_t)st.st_size;
+            const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(base);
+            const bool ok = std::memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 && eh->e_ident[EI_CLASS] == ELFCLASS64 &&
+                            eh->e_shoff && eh->e_shoff + (uint64_t)eh->e_shnum * sizeof(Elf64_Shdr) <= fsize;
+            const auto* sh = ok ? reinterpret_cast<const Elf64_Shdr*>(base + eh->e_shoff) : nullptr;
+            for (unsigned i = 0; ok && i < eh->e_shnum && !found; ++i) {
+                if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum) continue;
+                const Elf64_Shdr& strs = sh[sh[i].sh_link];
+                if (sh[i].sh_offset + sh[i].sh_size > fsize || strs.sh_offset + strs.sh_size > fsize) continue;
+                const auto* sym = reinterpret_cast<const Elf64_Sym*>(base + sh[i].sh_offset);
+                const size_t nsym = sh[i].sh_size / sizeof(Elf64_Sym);
+                for (size_t j = 0; j < nsym; ++j) {
+                    if (ELF64_ST_TYPE(sym[j].st_info) != STT_TLS || sym[j].st_name >= strs.sh_size) continue;
+                    if (off < sym[j].st_value || off >= sym[j].st_value + std::max<uint64_t>(1, sym[j].st_size)) continue;
+                    const char* raw = base + strs.sh_offset + sym[j].st_name;
+                    int status = 0;
+                    char* dem = abi::__cxa_demangle(raw, nullptr, nullptr, &status);
+                    name = status == 0 && dem ? dem : raw;
+                    std::free(dem);
+                    // "kernel(float*)::s_max" -> "s_max"; template arguments may hold "::" too
+                    int depth = 0;
+                    size_t cut = std::string::npos;
+                    for (size_t k = 0; k + 1 < name.size(); ++k) {
+                        const char c = name[k];
+                        if (c == '<' || c == '(') ++depth;
+                        else if (c == '>' || c == ')') --depth;
+                        else if (depth == 0 && c == ':' && name[k + 1] == ':') cut = k + 2;
+                    }
+                    if (cut != std::string::npos) name = name.substr(cut);
+                    start = sym[j].st_value;
+                    size = sym[j].st_size;
+                    found = true;
+                    break;
+                }
+            }
+            munmap(m, fsize);
+        }
+    }
+    close(fd);
+    return found;
+}
+
+void race_start(cudacpu_launch* L) {
+    R = new Race;
+    R->L = L;
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (uint32_t i = 0; i < L->nranges; ++i) {
+        L->ranges[i].raced = 0;
+        if (!L->ranges[i].bytes) continue;
+        lo = std::min<uintptr_t>(lo, L->ranges[i].addr);
+        hi = std::max<uintptr_t>(hi, L->ranges[i].addr + L->ranges[i].bytes);
+    }
+    if (hi > lo) map_region(RG[SCOPE_GLOBAL], lo, hi, 0, false);
+}
+
+// After the launch: report the first conflict (unless the launch failed otherwise) and clean up.
+void race_finish(cudacpu_launch* L, const std::string& module) {
+    if (R->found && L->fault_kind == CUDACPU_OK) {
+        cudacpu_race& f = R->first;
+        for (uint32_t i = 0; i < L->nranges; ++i) L->ranges[i].raced = raced_elements(L->ranges[i]);
+        if (f.scope != SCOPE_GLOBAL) {
+            const Region& rg = RG[f.scope];
+            uint64_t lo = 0, hi = rg.raced.size() * 4;  // byte offsets from rg.lo
+            std::string name;
+            uint64_t start = 0, size = 0;
+            if (f.scope == SCOPE_STATIC && tls_symbol(module, f.offset, name, start, size)) {
+                snprintf(f.symbol, sizeof f.symbol, "%s", name.c_str());
+                f.symbol_offset = f.offset - start;
+                lo = start + (rg.base - rg.lo);
+                hi = lo + std::max<uint64_t>(size, 1);
+            }
+            for (uint64_t k = lo / 4; k < rg.raced.size() && k * 4 < hi; ++k) f.shared_words += rg.raced[k];
+        }
+        const uint3 gd{L->grid[0], L->grid[1], L->grid[2]}, bd{L->block[0], L->block[1], L->block[2]};
+        const uint3 b = linear_to_3d(f.block, gd), t = linear_to_3d(f.thread, bd);
+        L->fault_block[0] = b.x, L->fault_block[1] = b.y, L->fault_block[2] = b.z;
+        L->fault_thread[0] = t.x, L->fault_thread[1] = t.y, L->fault_thread[2] = t.z;
+        L->race = f;
+        L->fault_kind = CUDACPU_FAULT_RACE;
+        snprintf(L->message, sizeof L->message, "data race: two unordered writes of different values to one word");
+    }
+    unmap_regions();
+    delete R;
+    R = nullptr;
+}
+
 // ---- fibers -----------------------------------------------------------------------------------
 
 // Each fiber runs the kernel body once per block, parking in between: fibers are made once per
@@ -162,6 +558,7 @@ void fiber_main() {
     for (;;) {
         Worker* w = W;
         w->body(w->args);
+        race_switch();
         Lane& l = w->lanes[w->cur];
         l.st = DONE;
         to_scheduler(w, l);
@@ -291,6 +688,7 @@ std::string resolve_warps(Worker* w, bool& progressed) {
             l.st = RUN;
             progressed = true;
         }
+        if (R) race_warp(lo / 32, at);
     }
     return "";
 }
@@ -366,6 +764,7 @@ std::string run_block(Worker* w, SplitMix64& rng) {
             for (auto& l : w->lanes)
                 if (l.st == BAR) l.res = r;
         }
+        if (R) race_barrier();
         for (auto& l : w->lanes)
             if (l.st == BAR) l.st = RUN;
     }
@@ -538,6 +937,15 @@ void work(Grid& g, int slot) {
 #endif
     w.order.resize(w.nthreads);
     w.dsmem.resize(L->shared_bytes + 16);
+    if (R) {  // race checking: one worker; watch this block's shared memory too
+        R->w = &w;
+        map_region(RG[SCOPE_STATIC], (uintptr_t)w.tls_base, (uintptr_t)w.tls_base + w.tls_size, (uintptr_t)w.tls_base, true);
+        map_region(RG[SCOPE_DYNAMIC], (uintptr_t)w.dsmem.data(), (uintptr_t)w.dsmem.data() + L->shared_bytes,
+                   (uintptr_t)w.dsmem.data(), true);
+        R->wsync.assign((w.nthreads + 31) / 32, 0u);
+        R->rel.assign(w.nthreads, 0u);
+        R->acq.assign(w.nthreads, 0u);
+    }
     const uint3 gd{L->grid[0], L->grid[1], L->grid[2]}, bd{L->block[0], L->block[1], L->block[2]};
 
     for (;;) {
@@ -555,6 +963,7 @@ void work(Grid& g, int slot) {
         w.ctx->bdim = bd;
         w.ctx->gdim = gd;
         w.ctx->dsmem = w.dsmem.data();
+        if (R) race_block_start();
         SplitMix64 rng{(uint64_t)L->seed * 1000003u + blk};
         w.fault = FaultInfo{};
         if (sigsetjmp(w.fault_jb, 1)) {
@@ -617,17 +1026,21 @@ int cudacpu_run(cudacpu_launch* L, void (*body)(void**), void** args, cudacpu_ct
         g.tls.name = di.dli_fname;
         dl_iterate_phdr(find_tls, &g.tls);
     }
-    const int nw = std::max(1, std::min<int>(std::min(L->workers, 64), (int)g.nblocks));
+    if (L->races) race_start(L);
+    // A race check runs the blocks on one OS thread, in order: deterministic, and no locks in the hooks.
+    const int nw = L->races ? 1 : std::max(1, std::min<int>(std::min(L->workers, 64), (int)g.nblocks));
     L->status->nworkers = (uint32_t)nw;
     std::vector<std::thread> threads;
     for (int i = 1; i < nw; ++i) threads.emplace_back([&g, i] { work(g, i); });
     work(g, 0);
     for (auto& t : threads) t.join();
+    if (R) race_finish(L, g.tls.name);
     fflush(stdout);
     return L->fault_kind;
 }
 
 void cudacpu_syncthreads(int line, const char* file) {
+    race_switch();
     Worker* w = W;
     Lane& l = w->lanes[w->cur];
     l.op = CUDACPU_BAR_PLAIN;
@@ -637,6 +1050,7 @@ void cudacpu_syncthreads(int line, const char* file) {
 }
 
 int cudacpu_syncthreads_reduce(int op, int predicate, int line, const char* file) {
+    race_switch();
     Worker* w = W;
     Lane& l = w->lanes[w->cur];
     l.op = (uint8_t)op;
@@ -648,6 +1062,7 @@ int cudacpu_syncthreads_reduce(int op, int predicate, int line, const char* file
 }
 
 uint64_t cudacpu_warp(int op, unsigned mask, uint64_t value, int src) {
+    race_switch();
     Worker* w = W;
     Lane& l = w->lanes[w->cur];
     l.op = (uint8_t)op;
@@ -683,5 +1098,181 @@ long long cudacpu_clock(void) {
     return (long long)std::chrono::steady_clock::now().time_since_epoch().count();
 #endif
 }
+
+}  // extern "C"
+
+// ---- the race-check hooks: what g++ -fsanitize=thread code calls --------------------------------
+// Every entry point g++ 12 can emit is defined, so a race-checking module always loads. Loads are not
+// checked (read-after-write hazards are what thread-order schedules find); atomics are performed here.
+
+namespace {
+using u128 = unsigned __int128;
+enum AtomicOp { A_XCHG, A_ADD, A_SUB, A_AND, A_OR, A_XOR, A_NAND };
+
+// 16-byte atomics would need libatomic: a lock serves (race checks run on one OS thread anyway).
+std::atomic_flag lock16 = ATOMIC_FLAG_INIT;
+struct Lock16 {
+    Lock16() {
+        while (lock16.test_and_set(std::memory_order_acquire)) {
+        }
+    }
+    ~Lock16() { lock16.clear(std::memory_order_release); }
+};
+
+template <class T>
+T apply(T o, T v, AtomicOp op) {
+    switch (op) {
+        case A_XCHG: return v;
+        case A_ADD: return (T)(o + v);
+        case A_SUB: return (T)(o - v);
+        case A_AND: return (T)(o & v);
+        case A_OR: return (T)(o | v);
+        case A_XOR: return (T)(o ^ v);
+        default: return (T) ~(o & v);
+    }
+}
+
+template <class T>
+T a_load(const volatile T* a) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); }
+template <>
+u128 a_load(const volatile u128* a) {
+    Lock16 g;
+    return *a;
+}
+template <class T>
+void a_store(volatile T* a, T v) { __atomic_store_n(a, v, __ATOMIC_SEQ_CST); }
+template <>
+void a_store(volatile u128* a, u128 v) {
+    Lock16 g;
+    *a = v;
+}
+template <class T>
+T a_rmw(volatile T* a, T v, AtomicOp op) {
+    switch (op) {
+        case A_XCHG: return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);
+        case A_ADD: return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);
+        case A_SUB: return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST);
+        case A_AND: return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST);
+        case A_OR: return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST);
+        case A_XOR: return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST);
+        default: return __atomic_fetch_nand(a, v, __ATOMIC_SEQ_CST);
+    }
+}
+template <>
+u128 a_rmw(volatile u128* a, u128 v, AtomicOp op) {
+    Lock16 g;
+    const u128 o = *a;
+    *a = apply(o, v, op);
+    return o;
+}
+template <class T>
+bool a_cas(volatile T* a, T* expected, T desired) {
+    return __atomic_compare_exchange_n(a, expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+template <>
+bool a_cas(volatile u128* a, u128* expected, u128 desired) {
+    Lock16 g;
+    if (*a == *expected) {
+        *a = desired;
+        return true;
+    }
+    *expected = *a;
+    return false;
+}
+
+template <class T>
+T h_load(const volatile T* a) {
+    if (R) atomic_before(a);
+    return a_load(a);
+}
+template <class T>
+void h_store(volatile T* a, T v) {
+    if (R) atomic_before(a);
+    a_store(a, v);
+    if (R) atomic_after(a, sizeof(T), true);
+}
+template <class T>
+T h_rmw(volatile T* a, T v, AtomicOp op) {
+    if (R) atomic_before(a);
+    const T o = a_rmw(a, v, op);
+    if (R) atomic_after(a, sizeof(T), true);
+    return o;
+}
+template <class T>
+int h_cas(volatile T* a, T* expected, T desired) {
+    if (R) atomic_before(a);
+    const bool ok = a_cas(a, expected, desired);
+    if (R) atomic_after(a, sizeof(T), ok);
+    return ok;
+}
+template <class T>
+T h_cas_val(volatile T* a, T expected, T desired) {
+    h_cas(a, &expected, desired);
+    return expected;  // the old value either way
+}
+}  // namespace
+
+extern "C" {
+
+void __tsan_init(void) {}
+void __tsan_func_entry(void*) {}
+void __tsan_func_exit(void) {}
+void __tsan_vptr_read(void**) {}
+void __tsan_read_range(void*, unsigned long) {}
+void __tsan_write_range(void* p, unsigned long n) {
+    if (n && watched((uintptr_t)p)) on_write((uintptr_t)p, (uint32_t)std::min<unsigned long>(n, UINT32_MAX));
+}
+void __tsan_vptr_update(void** p, void*) {
+    if (watched((uintptr_t)p)) on_write((uintptr_t)p, sizeof(void*));
+}
+
+#define CUDACPU_TSAN_ACCESS(N)                                                   \
+    void __tsan_read##N(void*) {}                                                \
+    void __tsan_unaligned_read##N(void*) {}                                      \
+    void __tsan_volatile_read##N(void*) {}                                       \
+    void __tsan_write##N(void* p) {                                              \
+        if (watched((uintptr_t)p)) on_write((uintptr_t)p, N);                    \
+    }                                                                            \
+    void __tsan_unaligned_write##N(void* p) {                                    \
+        if (watched((uintptr_t)p)) on_write((uintptr_t)p, N);                    \
+    }                                                                            \
+    void __tsan_volatile_write##N(void* p) {                                     \
+        if (watched((uintptr_t)p)) on_write((uintptr_t)p, N);                    \
+    }
+CUDACPU_TSAN_ACCESS(1)
+CUDACPU_TSAN_ACCESS(2)
+CUDACPU_TSAN_ACCESS(4)
+CUDACPU_TSAN_ACCESS(8)
+CUDACPU_TSAN_ACCESS(16)
+#undef CUDACPU_TSAN_ACCESS
+
+#define CUDACPU_TSAN_ATOMIC(N, T)                                                                                 \
+    T __tsan_atomic##N##_load(const volatile T* a, int) { return h_load(a); }                                     \
+    void __tsan_atomic##N##_store(volatile T* a, T v, int) { h_store(a, v); }                                     \
+    T __tsan_atomic##N##_exchange(volatile T* a, T v, int) { return h_rmw(a, v, A_XCHG); }                        \
+    T __tsan_atomic##N##_fetch_add(volatile T* a, T v, int) { return h_rmw(a, v, A_ADD); }                        \
+    T __tsan_atomic##N##_fetch_sub(volatile T* a, T v, int) { return h_rmw(a, v, A_SUB); }                        \
+    T __tsan_atomic##N##_fetch_and(volatile T* a, T v, int) { return h_rmw(a, v, A_AND); }                        \
+    T __tsan_atomic##N##_fetch_or(volatile T* a, T v, int) { return h_rmw(a, v, A_OR); }                          \
+    T __tsan_atomic##N##_fetch_xor(volatile T* a, T v, int) { return h_rmw(a, v, A_XOR); }                        \
+    T __tsan_atomic##N##_fetch_nand(volatile T* a, T v, int) { return h_rmw(a, v, A_NAND); }                      \
+    int __tsan_atomic##N##_compare_exchange_strong(volatile T* a, T* c, T v, int, int) { return h_cas(a, c, v); } \
+    int __tsan_atomic##N##_compare_exchange_weak(volatile T* a, T* c, T v, int, int) { return h_cas(a, c, v); }   \
+    T __tsan_atomic##N##_compare_exchange_val(volatile T* a, T c, T v, int, int) { return h_cas_val(a, c, v); }
+CUDACPU_TSAN_ATOMIC(8, uint8_t)
+CUDACPU_TSAN_ATOMIC(16, uint16_t)
+CUDACPU_TSAN_ATOMIC(32, uint32_t)
+CUDACPU_TSAN_ATOMIC(64, uint64_t)
+CUDACPU_TSAN_ATOMIC(128, u128)
+#undef CUDACPU_TSAN_ATOMIC
+
+void __tsan_atomic_thread_fence(int) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (R) {  // __threadfence(): releases this thread's writes so far (see "race checking")
+        flush();
+        R->rel[R->w->cur] = ++R->clock;
+    }
+}
+void __tsan_atomic_signal_fence(int) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 
 }  // extern "C"
