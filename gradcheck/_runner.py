@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,26 +12,11 @@ from typing import Any
 import numpy as np
 
 from ._errors import KernelFault, SignatureMismatch, UsageError, suggest
-from ._launch import In, Out
-from .ops import Case, Op, ShippedKernel
+from ._launch import CPU_ONLY_OPTIONS, In, InOut, Out
+from .ops import Arrays, Case, Op, ShippedKernel
 
 KernelCallable = Callable[..., Any]
 ALIGNMENT_RUN = "asc+page-aligned"
-
-
-def _differences(base: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, float]:
-    """Elements whose bits differ from ``base`` in any of ``others``, and the largest difference."""
-    diff = np.zeros(base.shape, bool)
-    max_diff = 0.0
-    for other in others:
-        differ = base.view(np.uint32) != other.view(np.uint32)
-        diff |= differ
-        if differ.any():
-            with np.errstate(invalid="ignore", over="ignore"):
-                d = np.abs(base.astype(np.float64) - other.astype(np.float64))
-            d = np.where(np.isnan(d), np.inf, d)
-            max_diff = max(max_diff, float(np.max(d[differ])))
-    return diff, max_diff
 
 
 @dataclass(frozen=True)
@@ -97,19 +83,21 @@ def resolve_kernel(op: Op, kernel: object, function: str | None) -> KernelRef:
 
 @dataclass
 class CaseRun:
-    """What one case's launches produced."""
+    """What one case's launches produced (arrays keyed by output name)."""
 
-    output: np.ndarray | None
+    output: Arrays | None  # the first run's outputs
     fault: KernelFault | None = None
-    schedules: tuple[str, ...] = ()
-    # elements whose value differs between schedules (or repeated launches), and by how much
-    schedule_diff: np.ndarray | None = None
-    schedule_max_diff: float = 0.0
-    # elements that change when only the buffers' alignment changes (cpu backend)
-    alignment_diff: np.ndarray | None = None
-    alignment_max_diff: float = 0.0
-    outputs: tuple[tuple[str, np.ndarray], ...] = ()
+    schedules: tuple[str, ...] = ()  # the runs that differ only in thread order (or repeat)
+    outputs: tuple[tuple[str, Arrays], ...] = ()  # every run: schedules, then ALIGNMENT_RUN (cpu)
     elapsed_s: float = 0.0
+    race_checked: bool = False  # the first run looked for data races (cpu backend)
+
+    def runs(self, kind: str) -> list[Arrays]:
+        """The runs to hold against the first: "schedules" (other thread orders or repeats) or
+        "alignment" (the buffers at another alignment)."""
+        if kind == "schedules":
+            return [o for name, o in self.outputs[1:] if name in self.schedules]
+        return [o for name, o in self.outputs if name == ALIGNMENT_RUN]
 
 
 class Runner:
@@ -124,6 +112,7 @@ class Runner:
         shared_bytes: int = 0,
         options: list[str] | None = None,
         include_dirs: list[str] | None = None,
+        no_extern_c: bool | None = None,
         schedules: tuple[str, ...] = ("asc", "desc", "random"),
         seed: int = 0,
     ) -> None:
@@ -135,6 +124,7 @@ class Runner:
         if ref.callable is not None and not hasattr(ref.callable, "launch"):
             self.backend, self.backend_reason = "python", "a Python callable"
             self.schedules: tuple[str, ...] = ()
+            self.race_check = False
             return
         if ref.callable is not None:
             self.fn = ref.callable
@@ -155,10 +145,15 @@ class Runner:
                         "name the one to check with --function NAME (function=...)."
                     )
                 function = names[0]
+            if no_extern_c is None:
+                # A source that declares extern "C" itself chose its linkage: compile it as written
+                # (wrapping it again would put the C++ headers it includes in extern "C").
+                no_extern_c = 'extern "C"' in src.text
             module = SourceModule(
                 ref.source,
                 options=options,
                 include_dirs=include_dirs,
+                no_extern_c=no_extern_c,
                 backend=backend,  # type: ignore[arg-type]
             )
             self.fn = module.get_function(function)
@@ -170,6 +165,8 @@ class Runner:
             if self.backend == "cpu"
             else ("run 1", "run 2")
         )
+        # The race check needs the cpu backend's instrumented build (one more compile, once).
+        self.race_check = self.backend == "cpu" and "races" in CPU_ONLY_OPTIONS
 
     def check_signature(self) -> None:
         info = getattr(self.fn, "info", None)
@@ -199,57 +196,96 @@ class Runner:
                     f"{'a pointer to ' if w.kind != 'scalar' else ''}{w.dtype} {w.name}.\n{fmt()}"
                 )
 
-    def run(self, case: Case, block: int) -> CaseRun:
-        """Launch once per schedule (cpu: thread orders, then a different buffer alignment)."""
+    def run(self, case: Case, block: int, grid: tuple[int, ...] | None = None) -> CaseRun:
+        """Launch once per schedule (cpu: thread orders, then a different buffer alignment).
+
+        On the cpu backend the first launch also looks for data races (``races=True``)."""
         if self.fn is None:
             return self._run_callable(case)
-        b, grid = self.op.geometry(case, block)
+        b, canonical = self.op.geometry(case, block)
+        g = grid or canonical
         args = case.kernel_args(self.op.params)
-        outs: list[np.ndarray] = []
+        runs_out: list[Arrays] = []
         elapsed = 0.0
         runs = list(self.schedules) + ([ALIGNMENT_RUN] if self.backend == "cpu" else [])
-        for sched in runs:
-            out = np.empty(case.output_shape, np.float32)
+        for k, sched in enumerate(runs):
+            outs: Arrays = {}
+            wrapped: dict[str, Any] = {}
+            for o in self.op.outputs:
+                if o.init == "zero":
+                    outs[o.name] = np.zeros(case.output_shapes[o.name], np.float32)
+                    wrapped[o.name] = InOut(outs[o.name])
+                else:
+                    outs[o.name] = np.empty(case.output_shapes[o.name], np.float32)
+                    wrapped[o.name] = Out(outs[o.name])
             call = [
-                Out(out) if p.name == self.op.output else (In(a) if p.kind == "in" else a)
+                wrapped[p.name] if p.name in wrapped else (In(a) if p.kind == "in" else a)
                 for p, a in zip(self.op.params, args, strict=True)
             ]
-            launch: dict[str, Any] = {"block": b, "grid": grid, "shared": self.shared_bytes}
+            launch: dict[str, Any] = {"block": b, "grid": g, "shared": self.shared_bytes}
             if self.backend == "cpu":
                 # Buffers end at a guard page, so their start alignment follows their size; the
                 # last run puts them at the start of a page instead (vectorised-load bugs move).
                 guard = "start" if sched == ALIGNMENT_RUN else "end"
                 launch.update(schedule=sched.split("+")[0], workers=1, guard=guard)
+                if k == 0 and self.race_check:
+                    launch.update(races=True)
             try:
                 result = self.fn.launch(*call, **launch)
             except KernelFault as exc:
                 return CaseRun(output=None, fault=exc, schedules=(sched,))
             elapsed += float(getattr(result, "elapsed_s", 0.0))
-            outs.append(out)
-        n_sched = len(self.schedules)
-        diff, max_diff = _differences(outs[0], outs[1:n_sched])
-        align_diff, align_max = _differences(outs[0], outs[n_sched:])
+            runs_out.append(outs)
         return CaseRun(
-            output=outs[0],
-            outputs=tuple(zip(runs, outs, strict=True)),
+            output=runs_out[0],
             schedules=self.schedules,
-            schedule_diff=diff,
-            schedule_max_diff=max_diff,
-            alignment_diff=align_diff if len(outs) > n_sched else None,
-            alignment_max_diff=align_max,
+            outputs=tuple(zip(runs, runs_out, strict=True)),
             elapsed_s=elapsed,
+            race_checked=self.race_check,
         )
+
+    def _scalars_for(self, case: Case) -> dict[str, Any]:
+        """The op's scalar parameters (causal, scale, ...) the callable asks for by name."""
+        assert self.ref.callable is not None
+        try:
+            sig = inspect.signature(self.ref.callable)
+        except (TypeError, ValueError):
+            return {}
+        takes_all = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        return {
+            p.name: case.scalars[p.name]
+            for p in self.op.params
+            if p.kind == "scalar" and (takes_all or p.name in sig.parameters)
+        }
 
     def _run_callable(self, case: Case) -> CaseRun:
         assert self.ref.callable is not None
         a = case.arrays
-        shape = case.output_shape
         args = [a[p.name] for p in self.op.params if p.kind == "in"]
-        result = np.asarray(self.ref.callable(*(x.copy() for x in args)))
-        if result.shape != shape:
-            raise UsageError(
-                f"the kernel callable returned shape {result.shape}; {self.op.id} expects "
-                f"{self.op.output} of shape {shape} (for {', '.join(f'{k}={v}' for k, v in case.dims.items())})."
-            )
-        out = result.astype(np.float32)
-        return CaseRun(output=out, outputs=(("call", out),))
+        result = self.ref.callable(*(x.copy() for x in args), **self._scalars_for(case))
+        names = [o.name for o in self.op.outputs]
+        if isinstance(result, dict):
+            got = dict(result)
+        elif len(names) > 1 and isinstance(result, (tuple, list)):
+            got = dict(zip(names, result, strict=False))
+        else:
+            got = {names[0]: result}
+        outs: Arrays = {}
+        for name in names:
+            shape = case.output_shapes[name]
+            value = got.get(name)
+            arr = np.asarray(value) if value is not None else None
+            if arr is None or arr.shape != shape:
+                dims = ", ".join(f"{k}={v}" for k, v in case.dims.items())
+                what = "nothing" if arr is None else f"shape {arr.shape}"
+                raise UsageError(
+                    f"the kernel callable returned {what} for {name}; {self.op.id} expects "
+                    f"{name} of shape {shape} (for {dims}). Return "
+                    + (
+                        f"a tuple ({', '.join(names)}) or a dict keyed by those names."
+                        if len(names) > 1
+                        else "one array."
+                    )
+                )
+            outs[name] = arr.astype(np.float32)
+        return CaseRun(output=outs, outputs=(("call", outs),))

@@ -149,8 +149,15 @@ def _list(args: argparse.Namespace, console: Console) -> int:
         return 0
     for op in OPS.values():
         dims = " ".join(f"--{d.name.replace('_', '-')} {d.default}" for d in op.dims)
-        console.print(f"[bold]{op.id}[/]: {escape(op.summary)}  (defaults: {dims} --block 256)")
+        console.print(
+            f"[bold]{op.id}[/]: {escape(op.summary)}  (defaults: {dims} --block {op.default_block})"
+        )
         console.print(f"  kernel signature: {escape(op.signature())}")
+        outs = ", ".join(
+            f"{o.name} (d loss / d {o.wrt}; starts as {'NaN poison' if o.init == 'poison' else 'zeros'})"
+            for o in op.outputs
+        )
+        console.print(f"  launch: {escape(op.launch_note())}; outputs: {escape(outs)}")
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         table.add_column("  kernel", no_wrap=True)
         table.add_column("expect", no_wrap=True)
@@ -165,15 +172,32 @@ def _list(args: argparse.Namespace, console: Console) -> int:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     from ._check import check
-    from .ops import OPS
+    from .ops import OPS, get_op
     from .report import renderables
 
-    dims = {
-        d.name: getattr(args, d.name)
-        for op in OPS.values()
-        for d in op.dims
-        if getattr(args, d.name, None) is not None
-    }
+    spec = get_op(args.op)
+    dims: dict[str, Any] = {}
+    own_names = [x.name for x in spec.dims] + [x.name for x in spec.options]
+    for op in OPS.values():
+        for name in [x.name for x in op.dims] + [x.name for x in op.options]:
+            value = getattr(args, name, None)
+            if value is None or value is False:
+                continue
+            if name not in own_names:
+                own = ", ".join(f"--{x.replace('_', '-')}" for x in own_names)
+                raise UsageError(
+                    f"--{name.replace('_', '-')} is not a setting of {spec.id} (it belongs to "
+                    f"{op.id}). {spec.id} takes: {own}."
+                )
+            dims[name] = value
+    grid = None
+    if args.grid is not None:
+        try:
+            grid = tuple(int(v) for v in args.grid.split(","))
+        except ValueError:
+            raise UsageError(
+                f"--grid {args.grid}: give 1 to 3 whole numbers separated by commas, e.g. --grid 128,8"
+            ) from None
     if args.source is not None and args.kernel is not None:
         raise UsageError("give either --kernel NAME (a shipped kernel) or --source FILE, not both.")
     if args.function is not None and args.source is None:
@@ -194,6 +218,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             function=args.function,
             backend=args.backend,
             block=args.block,
+            grid=grid,
             seed=args.seed,
             factor=args.factor,
             fd32=args.fd32,
@@ -205,6 +230,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             shared_bytes=args.shared_bytes,
             defines=args.define,
             include_dirs=args.include,
+            no_extern_c=args.no_extern_c,
             progress=(lambda msg: status.update(escape(msg))) if status is not None else None,
             **dims,
         )
@@ -257,22 +283,50 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an op's input suite through a kernel and give a verdict with evidence.",
     )
     r.add_argument("op", help="the op id, e.g. loss-ce (gradcheck list)")
-    seen: set[str] = set()
+    seen: dict[str, list[str]] = {}
+    helps: dict[str, str] = {}
     from .ops import OPS
 
     for op in OPS.values():
         for d in op.dims:
-            if d.name not in seen:
-                seen.add(d.name)
+            seen.setdefault(d.name, []).append(f"{op.id} {d.default}")
+            helps.setdefault(d.name, d.help)
+    for name, where in seen.items():
+        r.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=int,
+            default=None,
+            metavar="N",
+            help=f"{helps[name]} (default: {', '.join(where)})",
+        )
+    for op in OPS.values():
+        for o in op.options:
+            flag = f"--{o.name.replace('_', '-')}"
+            if o.kind == "flag":
+                r.add_argument(flag, dest=o.name, action="store_true", help=f"{o.help} ({op.id})")
+            else:
                 r.add_argument(
-                    f"--{d.name.replace('_', '-')}",
-                    dest=d.name,
-                    type=int,
+                    flag,
+                    dest=o.name,
+                    type=float,
                     default=None,
-                    metavar="N",
-                    help=f"{d.help} ({op.id}; default {d.default})",
+                    metavar="X",
+                    help=f"{o.help} ({op.id}; default {o.default:g})",
                 )
-    r.add_argument("--block", type=int, default=256, metavar="N", help="blockDim.x (default 256)")
+    r.add_argument(
+        "--block",
+        type=int,
+        default=None,
+        metavar="N",
+        help="blockDim.x (default: the op's, 256; attention-bwd 128)",
+    )
+    r.add_argument(
+        "--grid",
+        default=None,
+        metavar="X[,Y[,Z]]",
+        help="override the op's canonical grid (e.g. --grid 64,8)",
+    )
     r.add_argument(
         "--kernel", default=None, metavar="NAME", help="a shipped kernel (gradcheck list)"
     )
@@ -283,6 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--case", default=None, metavar="NAME", help="run one case of the suite only")
     r.add_argument("--shared-bytes", type=int, default=0, metavar="N", help="dynamic shared memory")
     _add_compiler_options(r)
+    linkage = r.add_mutually_exclusive_group()
+    linkage.add_argument(
+        "--no-extern-c",
+        dest="no_extern_c",
+        action="store_const",
+        const=True,
+        default=None,
+        help='compile the source as written (default when it declares extern "C" itself)',
+    )
+    linkage.add_argument(
+        "--extern-c",
+        dest="no_extern_c",
+        action="store_const",
+        const=False,
+        help='wrap the source in extern "C" { ... }, as PyCUDA does (default otherwise)',
+    )
     r.add_argument(
         "--factor",
         type=float,

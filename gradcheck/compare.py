@@ -44,6 +44,7 @@ class Comparison:
     n_exact: int  # elements whose reference is exactly zero (checked against the tiny floor)
     bad: np.ndarray
     unwritten: np.ndarray
+    noise: np.ndarray  # per element, in the output's units; the bound is factor * noise
 
     @property
     def has_power(self) -> bool:
@@ -60,12 +61,15 @@ def poison_mask(a: np.ndarray) -> np.ndarray:
 
 
 def noise(floor: np.ndarray, ref64: np.ndarray, ref32: np.ndarray) -> tuple[np.ndarray, float]:
-    """(noise per element, the float32 reference's max ratio to the floor)."""
+    """(noise per element, the float32 reference's max ratio to the floor).
+
+    The lift is per row (every axis but the last): one row's hard numbers do not loosen another's.
+    """
     r32 = np.abs(ref32.astype(np.float64) - ref64) / floor
     ratio = float(np.max(r32)) if r32.size else 0.0
-    if floor.ndim >= 2:
-        per_row = np.max(r32.reshape(r32.shape[0], -1), axis=1)
-        lift = np.maximum(1.0, per_row).reshape((-1,) + (1,) * (floor.ndim - 1))
+    if floor.ndim >= 2 and r32.size:
+        per_row = np.max(r32.reshape(-1, r32.shape[-1]), axis=1)
+        lift = np.maximum(1.0, per_row).reshape((*floor.shape[:-1], 1))
     else:
         lift = np.maximum(1.0, ratio)
     return floor * lift, ratio
@@ -117,4 +121,5 @@ def compare_output(
         n_exact=int(np.count_nonzero(~nz)),
         bad=bad,
         unwritten=unwritten,
+        noise=noise_,
     )

@@ -11,6 +11,10 @@ GUIDE = "DIAGNOSTIC_GUIDE.md"
 # Likely causes, keyed by the evidence that points at them: fault kinds, the labels of the
 # bitwise checks, and the keys of where.Pattern. The first key present wins.
 CAUSES: tuple[tuple[str, str], ...] = (
+    (
+        "data-race",
+        f"a read-modify-write from several threads or blocks without atomics; {GUIDE}#data-race",
+    ),
     ("out-of-bounds", f"an index not checked against its bound; {GUIDE}#out-of-bounds"),
     (
         "schedule-dependent",
@@ -28,23 +32,21 @@ CAUSES: tuple[tuple[str, str], ...] = (
     ("geometry", f"one thread per {'{axis}'} entry; use a block-stride loop; {GUIDE}#geometry"),
     ("block-stride", f"the block-stride loop stops a pass early; {GUIDE}#geometry"),
     ("tail", f"a vectorised (float4) loop that drops the tail; {GUIDE}#tail"),
-    ("sign", f"softmax and one-hot swapped (a log-likelihood gradient); {GUIDE}#sign"),
-    ("normalised-by-rows", f"the mean divides by rows, not unmasked rows; {GUIDE}#scale"),
+    ("sign", f"a flipped sign; {GUIDE}#sign"),
     ("scale", f"a wrong normalisation constant; {GUIDE}#scale"),
-    ("only:masked rows", f"masked rows not written as zeros; {GUIDE}#masked-rows"),
-    (
-        "non-finite",
-        f"exp overflow or a division by zero (subtract the row max first); {GUIDE}#non-finite",
-    ),
+    ("non-finite", f"an overflow or a division by zero; {GUIDE}#non-finite"),
     ("unwritten", f"elements the kernel never writes; {GUIDE}#unwritten"),
     ("last-row", f"a row loop that stops one early; {GUIDE}#geometry"),
 )
 
 
-def likely_cause(evidence: Iterable[str], axis: str) -> str:
-    """The cause of the first CAUSES key among ``evidence`` (keys, not prose)."""
+def likely_cause(
+    evidence: Iterable[str], axis: str, op_causes: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The cause of the first key among ``evidence`` (keys, not prose): a variant's own cause
+    (key ``variant:...``, given in ``op_causes``) first, then the op's causes, then the shared ones."""
     present = set(evidence)
-    for key, cause in CAUSES:
+    for key, cause in (*op_causes, *CAUSES):
         if key in present:
             return cause.replace("{axis}", axis)
     return f"see {GUIDE}#kernel-bug"

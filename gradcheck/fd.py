@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .ops import Case, Op
+from .ops import Arrays, Case, Op
 
 EPS64 = float(np.finfo(np.float64).eps)
 U32 = 2.0**-24
@@ -31,17 +31,18 @@ def _loss_at(
     op: Op,
     case: Case,
     n: int,
-    point: Callable[[int], np.ndarray],
+    point: Callable[[int], Arrays],
     dtype: type[np.floating[Any]],
 ) -> np.ndarray:
     """The loss at ``point(0) .. point(n - 1)``, built and evaluated a fixed-size batch at a time
     (JAX compiles one batch shape; memory holds one batch, not every point)."""
-    size = point(0).size
+    size = sum(a.size for a in point(0).values())
     per = max(1, min(16, CHUNK_ELEMENTS // max(1, size)))
     out = np.empty(n, np.float64)
     for i in range(0, n, per):
         idx = [min(j, n - 1) for j in range(i, i + per)]  # pad the last batch with the last point
-        batch = np.stack([point(j) for j in idx])
+        points = [point(j) for j in idx]
+        batch = {name: np.stack([p[name] for p in points]) for name in points[0]}
         m = min(per, n - i)
         out[i : i + m] = op.loss_values(case, batch, dtype)[:m]
     return out
@@ -62,16 +63,19 @@ class DirectionalFD:
         return abs(self.fd - self.autodiff) <= AGREE_BARS * self.error_bar
 
 
-def directional(
-    op: Op, case: Case, ref64: np.ndarray, kernel: np.ndarray, seed: int
-) -> DirectionalFD:
-    """Richardson-extrapolated central difference of the float64 loss along a random direction."""
-    x = case.arrays[op.wrt].astype(np.float64)
-    u = np.random.default_rng(seed).standard_normal(x.shape)
-    u /= np.linalg.norm(u)
+def directional(op: Op, case: Case, ref64: Arrays, kernel: Arrays, seed: int) -> DirectionalFD:
+    """Richardson-extrapolated central difference of the float64 loss along a random direction
+    in every input the op differentiates (one unit vector over all of them together)."""
+    rng = np.random.default_rng(seed)
+    x = {o.wrt: case.arrays[o.wrt].astype(np.float64) for o in op.outputs}
+    u = {name: rng.standard_normal(a.shape) for name, a in x.items()}
+    norm = float(np.sqrt(sum(float(np.sum(d * d)) for d in u.values())))
+    u = {name: d / norm for name, d in u.items()}
     steps = tuple(DIRECTION_H0 / 2**k for k in range(DIRECTION_LEVELS))
     signed = [s * h for h in steps for s in (1.0, -1.0)]
-    values = _loss_at(op, case, len(signed), lambda j: x + signed[j] * u, np.float64)
+    values = _loss_at(
+        op, case, len(signed), lambda j: {n: x[n] + signed[j] * u[n] for n in x}, np.float64
+    )
     d = [(values[2 * k] - values[2 * k + 1]) / (2 * h) for k, h in enumerate(steps)]
     table = [d]
     for j in range(1, len(steps)):
@@ -80,13 +84,13 @@ def directional(
     best = table[-1][0]
     bar = max(abs(best - table[-2][-1]), abs(best - table[-2][-2]) if len(table[-2]) > 1 else 0.0)
     bar += 4 * EPS64 * float(np.max(np.abs(values))) / steps[-1]
-    k64 = kernel.astype(np.float64)
+    autodiff = sum(float(np.sum(ref64[o.name] * u[o.wrt])) for o in op.outputs)
+    k_dot = 0.0
+    for o in op.outputs:
+        k64 = kernel[o.name].astype(np.float64)
+        k_dot += float(np.sum(np.where(np.isfinite(k64), k64, np.nan) * u[o.wrt]))
     return DirectionalFD(
-        fd=float(best),
-        error_bar=float(bar),
-        autodiff=float(np.sum(ref64 * u)),
-        kernel=float(np.sum(np.where(np.isfinite(k64), k64, np.nan) * u)),
-        steps=steps,
+        fd=float(best), error_bar=float(bar), autodiff=autodiff, kernel=k_dot, steps=steps
     )
 
 
@@ -145,8 +149,11 @@ def naive_fd32(
     samples: int,
     seed: int,
 ) -> NaiveFD32:
-    """Run the float32 check on ``samples`` random elements and explain every disagreement."""
-    x = case.arrays[op.wrt]
+    """Run the float32 check on ``samples`` random elements of the op's first output and explain
+    every disagreement. ``ref64``, ``kernel`` and ``kernel_bad`` are that output's arrays."""
+    primary = op.primary
+    x = case.arrays[primary.wrt]
+    others = {o.wrt: case.arrays[o.wrt] for o in op.outputs if o.wrt != primary.wrt}
     n = min(samples, x.size)
     index = np.sort(np.random.default_rng(seed + 1).choice(x.size, n, replace=False))
     shifted = [
@@ -154,10 +161,10 @@ def naive_fd32(
         for i in index
     ]
 
-    def point(j: int) -> np.ndarray:
+    def point(j: int) -> Arrays:
         p = x.copy()
         p.flat[index[j // 2]] = shifted[j // 2][j % 2]
-        return p
+        return {primary.wrt: p, **others}
 
     l32 = _loss_at(op, case, 2 * n, point, np.float32)
     l64 = _loss_at(op, case, 2 * n, point, np.float64)
@@ -171,7 +178,7 @@ def naive_fd32(
     with np.errstate(invalid="ignore"):
         failed = ~(np.abs(fd - k) <= atol + rtol * np.abs(k))
     loss = float(
-        _loss_at(op, case, 1, lambda _j: x, np.float64)[0]
+        _loss_at(op, case, 1, lambda _j: {primary.wrt: x, **others}, np.float64)[0]
     )  # the batch shape already compiled
     return NaiveFD32(
         eps=eps,

@@ -21,8 +21,21 @@ def _verdict(v: str) -> str:
     return f"[{STYLES.get(v, '')}]{v}[/]"
 
 
+def _settings(report: Report) -> str:
+    """Sizes, options and an explicit grid, as `key=value` words."""
+    words = [f"{k}={v}" for k, v in report.shapes.items()]
+    for k, v in report.options.items():
+        if isinstance(v, bool):
+            words.append(k if v else f"no-{k}")
+        else:
+            words.append(f"{k}={v:g}")
+    if report.grid:
+        words.append(f"grid={report.grid}")
+    return " ".join(words)
+
+
 def _header(report: Report) -> Text:
-    shapes = " ".join(f"{k}={v}" for k, v in report.shapes.items())
+    shapes = _settings(report)
     return Text.from_markup(
         f"[bold]gradcheck[/] {escape(report.op)}  kernel [bold]{escape(report.kernel)}[/]  "
         f"backend {escape(report.backend)} ({escape(report.backend_reason)})  {shapes} seed={report.seed}"
@@ -38,7 +51,7 @@ def _cell(c: Check | None) -> str:
         return f"[red]{escape(str(n.get('fault', 'fault')))}[/]"
     if c.name == "compare":
         if c.verdict == "kernel-bug":
-            return f"[red]{n['beyond_bound']:,} of {n['elements']:,} wrong[/]"
+            return f"[red]{escape(c.output)}: {n['beyond_bound']:,} of {n['elements']:,} wrong[/]"
         ratio = n["max_ratio"]
         power = (
             f"sees {n['detectable_rel_error']:.0e}" if n["elements"] > n.get("exact", -1) else ""
@@ -62,6 +75,11 @@ def _cell(c: Check | None) -> str:
     return _verdict(c.verdict)
 
 
+def _ratio(c: Check) -> float:
+    value = c.numbers.get("max_ratio", 0.0)
+    return float(value) if value is not None else float("inf")
+
+
 def _table(report: Report) -> Table:
     """One row per case: its verdict and the key number of each check."""
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -81,10 +99,21 @@ def _table(report: Report) -> Table:
     for name in names:
         table.add_column(heads[name])
     by_case: dict[str, dict[str, Check]] = {}
+    every: dict[str, list[Check]] = {}
+    rank = {"kernel-bug": 2, "inconclusive": 1}
     for c in report.checks:
-        by_case.setdefault(c.case, {})[c.name if c.name != "fault" else "compare"] = c
+        every.setdefault(c.case, []).append(c)
+        slot = by_case.setdefault(c.case, {})
+        key = c.name if c.name != "fault" else "compare"
+        old = slot.get(key)
+        # Several outputs: the cell shows the worst compare (then the largest ratio).
+        if old is None or (rank.get(c.verdict, 0), _ratio(c)) > (
+            rank.get(old.verdict, 0),
+            _ratio(old),
+        ):
+            slot[key] = c
     for case, checks in by_case.items():
-        verdict = overall(list(checks.values()))
+        verdict = overall(every[case])
         table.add_row(escape(case), _verdict(verdict), *(_cell(checks.get(n)) for n in names))
     return table
 
@@ -92,9 +121,10 @@ def _table(report: Report) -> Table:
 def finding_lines(report: Report, c: Check) -> list[str]:
     """A finding as the STYLE guide lays it out: what, observed, where, cause, reproduce."""
     dims = next((x["dims"] for x in report.cases if x["name"] == c.case), report.shapes)
-    dims_s = ", ".join(f"{k}={v}" for k, v in dims.items())
+    dims_s = ", ".join(f"{k}={v}" for k, v in dims.items() if k != "block")
+    what = f"{c.name} {c.output}" if c.output else c.name
     lines = [
-        f"{c.verdict}: {report.op} [{c.case}] {c.name} ({dims_s}, block={report.shapes.get('block')}, "
+        f"{c.verdict}: {report.op} [{c.case}] {what} ({dims_s}, block={report.shapes.get('block')}, "
         f"{report.backend} backend)",
         f"  {c.summary}",
     ]
@@ -105,7 +135,6 @@ def finding_lines(report: Report, c: Check) -> list[str]:
     if c.reproduce:
         lines.append(f"  reproduce: {c.reproduce}")
     if c.heatmap:
-        lines.append("  where errors fall (rows down, vocab across):")
         lines += [f"  {h}" for h in c.heatmap]
     return lines
 
@@ -113,12 +142,12 @@ def finding_lines(report: Report, c: Check) -> list[str]:
 def renderables(report: Report) -> Iterator[RenderableType]:
     yield _header(report)
     yield _table(report)
-    shown: set[tuple[str, str]] = set()
+    shown: set[tuple[str, str, str]] = set()
     detailed = 0
     for c in report.findings:
         if c.name == "reference-fd" and c.verdict == "pass":
             continue
-        key = (c.name, " | ".join(c.where) or c.summary)
+        key = (c.name, c.output, " | ".join(c.where) or c.summary)
         if key in shown and c.verdict == "kernel-bug":
             continue  # the same evidence on another case: the table lists it
         shown.add(key)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 Verdict = Literal["pass", "fd-noise", "kernel-bug", "inconclusive"]
 SCHEMA = "gradcheck.report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Exit code of `gradcheck run` for each verdict (inconclusive: 1 under --strict).
 EXIT_CODES: dict[str, int] = {"pass": 0, "fd-noise": 0, "kernel-bug": 1, "inconclusive": 0}
 
@@ -22,7 +22,7 @@ EXIT_CODES: dict[str, int] = {"pass": 0, "fd-noise": 0, "kernel-bug": 1, "inconc
 class Check:
     """One piece of evidence: a named check on one case of the input suite."""
 
-    name: str  # compare | schedules | fault | reference-fd | fd32
+    name: str  # compare | schedules | alignment | fault | reference-fd | fd32
     case: str
     verdict: Verdict
     summary: str
@@ -31,11 +31,13 @@ class Check:
     heatmap: tuple[str, ...] = ()
     likely_cause: str = ""
     reproduce: str = ""
+    output: str = ""  # the output a compare (or bitwise finding) is about: grad, dx, dgamma, dq ...
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "case": self.case,
+            "output": self.output,
             "verdict": self.verdict,
             "summary": self.summary,
             "numbers": _finite(self.numbers),
@@ -61,6 +63,8 @@ class Report:
     elapsed_s: float = 0.0
     reproduce: str = ""
     version: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # the op's settings: eps, causal ...
+    grid: tuple[int, int, int] | None = None  # the grid asked for, when not the op's own
 
     @property
     def findings(self) -> tuple[Check, ...]:
@@ -85,6 +89,8 @@ class Report:
             "backend_reason": self.backend_reason,
             "kernel": self.kernel,
             "shapes": self.shapes,
+            "options": self.options,
+            "grid": list(self.grid) if self.grid else None,
             "seed": self.seed,
             "elapsed_s": round(self.elapsed_s, 3),
             "reproduce": self.reproduce,

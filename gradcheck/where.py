@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ops import Case, Op
+from .ops import Case, Op, Variant
 
 # One character per cell of the heat map: share of wrong elements in the cell.
 SHADES = " .:*#"
@@ -48,16 +48,22 @@ def describe(
     op: Op,
     case: Case,
     block: int,
+    output: str = "",
     values: bool = True,
 ) -> list[Pattern]:
-    """Patterns that hold for the wrong elements, most telling first."""
+    """Patterns that hold for the wrong elements of ``output``, most telling first.
+
+    Outputs are seen as 2-D: the last axis (the one threads usually stride over) across, every
+    other axis folded into rows.
+    """
     if not bad.any():
         return []
     out: list[Pattern] = []
     n_bad = int(np.count_nonzero(bad))
-    b2 = bad.reshape(bad.shape[0], -1) if bad.ndim >= 2 else bad.reshape(1, -1)
+    b2 = as_rows(bad)
     cols = b2.shape[1]
-    axis_name = op.output_axes[op.thread_axis] if op.output_axes else "index"
+    spec = op.output(output) if output else op.primary
+    axis_name = spec.axes[-1] if spec.axes else "index"
     if unwritten.any():
         n_u = int(np.count_nonzero(unwritten))
         if n_u < n_bad:
@@ -92,7 +98,7 @@ def describe(
     else:
         out[:0] = _axis_patterns(b2, cols, block, axis_name)
         out.extend(_row_patterns(b2))
-        for label, where in case.labels.items():
+        for label, where in case.labels.get(spec.name, {}).items():
             lab = np.asarray(where).reshape(b2.shape)
             if lab.all():
                 continue  # a label that covers everything says nothing
@@ -102,7 +108,39 @@ def describe(
             elif lab.mean() >= 0.1 and not (b2 & lab).any() and (b2 & ~lab).any():
                 out.append(Pattern((f"never:{label}",), f"never {label}"))
     if values:
-        out.extend(_value_patterns(bad, kernel, ref, unwritten, op, case))
+        out.extend(_value_patterns(bad, kernel, ref, unwritten, op, case, spec.name))
+    return out
+
+
+def as_rows(a: np.ndarray) -> np.ndarray:
+    """``a`` as 2-D: the last axis across, the others folded into rows (1-D: one row)."""
+    return a.reshape(-1, a.shape[-1]) if a.ndim >= 2 else a.reshape(1, -1)
+
+
+# A kernel "matches" a wrong formula when it is within the noise bound plus this relative tolerance
+# of it: the wrong formula computed in float32 rounds relative to its own values (which the bound,
+# made for the right values, does not cover). 1e-4 is far above float32 rounding yet far below any
+# real difference between two formulas.
+VARIANT_RTOL = 1e-4
+VARIANT_SHARE = 0.99  # share of elements that must match (a few cancelling elements may not)
+
+
+def matching_variants(
+    variants: list[Variant], output: str, kernel: np.ndarray, bound: np.ndarray
+) -> list[Pattern]:
+    """Wrong formulas the kernel's output reproduces (a named bug with that much evidence)."""
+    out = []
+    k = kernel.astype(np.float64)
+    for v in variants:
+        alt = v.outputs.get(output)
+        if alt is None or alt.shape != kernel.shape or not kernel.size:
+            continue
+        with np.errstate(invalid="ignore", over="ignore"):
+            close = np.abs(k - alt) <= bound + VARIANT_RTOL * np.abs(alt)
+        share = float(np.mean(close))
+        if share >= VARIANT_SHARE:
+            at = "every element" if share == 1.0 else f"{share:.1%} of the elements"
+            out.append(Pattern((f"variant:{v.key}",), f"at {at}, it matches {v.text}"))
     return out
 
 
@@ -149,7 +187,13 @@ def _row_patterns(b2: np.ndarray) -> list[Pattern]:
 
 
 def _value_patterns(
-    bad: np.ndarray, kernel: np.ndarray, ref: np.ndarray, unwritten: np.ndarray, op: Op, case: Case
+    bad: np.ndarray,
+    kernel: np.ndarray,
+    ref: np.ndarray,
+    unwritten: np.ndarray,
+    op: Op,
+    case: Case,
+    output: str,
 ) -> list[Pattern]:
     sel = bad & np.isfinite(kernel) & ~unwritten & (ref != 0)
     if np.count_nonzero(sel) < 2:
@@ -164,7 +208,7 @@ def _value_patterns(
         return [Pattern(("sign",), "sign flipped: kernel = -reference")]
     if abs(c) <= 1e-6:
         return [Pattern(("zeros",), "written as zeros")]
-    meaning = op.explain_scale(case, c)
+    meaning = op.explain_scale(case, output, c)
     if meaning is None:
         return [Pattern(("scale",), f"scale off by a constant factor {c:.6g}")]
     key, why = meaning
@@ -173,7 +217,7 @@ def _value_patterns(
 
 def heatmap(bad: np.ndarray, *, block: int, width: int = 64, height: int = 12) -> list[str]:
     """A small text map of where wrong elements fall over (row, thread axis)."""
-    b2 = bad.reshape(bad.shape[0], -1) if bad.ndim >= 2 else bad.reshape(1, -1)
+    b2 = as_rows(bad)
     rows, cols = b2.shape
     h, w = min(height, rows), min(width, cols)
     r_edges = np.linspace(0, rows, h + 1).astype(int)

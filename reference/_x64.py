@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 
 @contextlib.contextmanager
 def enable_x64() -> Iterator[None]:
@@ -19,3 +21,16 @@ def enable_x64() -> Iterator[None]:
         manager = importlib.import_module("jax.experimental").enable_x64
     with manager(True):
         yield
+
+
+def precision(dtype: type[np.floating[Any]]) -> contextlib.AbstractContextManager[None]:
+    """The JAX context for references evaluated in ``dtype``: float64 scoped on, float32 as is."""
+    return enable_x64() if dtype is np.float64 else contextlib.nullcontext()
+
+
+def as_jax(dtype: type[np.floating[Any]], *arrays: np.ndarray) -> list[Any]:
+    """``arrays`` as JAX arrays of ``dtype`` (call inside ``precision(dtype)``)."""
+    import jax.numpy as jnp
+
+    jd = jnp.float64 if dtype is np.float64 else jnp.float32
+    return [jnp.asarray(a, jd) for a in arrays]

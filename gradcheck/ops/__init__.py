@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from .._errors import UsageError, suggest
+from ._spec import Arrays as Arrays
 from ._spec import Case as Case
 from ._spec import Dim as Dim
 from ._spec import KernelParam as KernelParam
 from ._spec import Op as Op
+from ._spec import Option as Option
+from ._spec import Output as Output
 from ._spec import ShippedKernel as ShippedKernel
+from ._spec import Variant as Variant
+from .attention_bwd import ATTENTION_BWD
+from .layernorm_bwd import LAYERNORM_BWD
 from .loss_ce import LOSS_CE
 
-OPS: dict[str, Op] = {op.id: op for op in (LOSS_CE,)}
+OPS: dict[str, Op] = {op.id: op for op in (LOSS_CE, LAYERNORM_BWD, ATTENTION_BWD)}
 
 
 def get_op(name: str) -> Op:
@@ -23,4 +29,16 @@ def get_op(name: str) -> Op:
     return op
 
 
-__all__ = ["OPS", "Case", "Dim", "KernelParam", "Op", "ShippedKernel", "get_op"]
+__all__ = [
+    "OPS",
+    "Arrays",
+    "Case",
+    "Dim",
+    "KernelParam",
+    "Op",
+    "Option",
+    "Output",
+    "ShippedKernel",
+    "Variant",
+    "get_op",
+]

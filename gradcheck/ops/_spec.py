@@ -1,4 +1,10 @@
-"""What an op is: the one table every front end reads (CLI flags, checks, reports, docs)."""
+"""What an op is: the one table every front end reads (CLI flags, checks, reports, docs).
+
+An op names its sizes (``Dim``), its options (``Option``: eps, causal, ...), its canonical kernel
+signature (``KernelParam``), the gradients the kernel computes (``Output``: each one the gradient of
+the op's scalar loss with respect to one input), its input suite (``Case``), and its references.
+The core (runner, compare, where, fd, report) works on any op through this interface only.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 Expect = Literal["pass", "kernel-bug"]
+Arrays = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -24,12 +31,36 @@ class Dim:
 
 
 @dataclass(frozen=True)
+class Option:
+    """A setting of the op that is not a size: a float (``--eps``) or a flag (``--causal``)."""
+
+    name: str
+    kind: Literal["float", "flag"]
+    default: float | bool
+    help: str
+
+
+@dataclass(frozen=True)
 class KernelParam:
     """One parameter of the op's canonical kernel signature."""
 
     name: str
     kind: Literal["in", "out", "scalar"]
     dtype: str  # numpy dtype name: float32, int32
+
+
+@dataclass(frozen=True)
+class Output:
+    """A gradient the kernel writes: d loss / d ``wrt``, in the kernel parameter ``name``.
+
+    ``init`` is what the buffer holds before the launch: NaN poison (every element must be written)
+    or zeros (kernels accumulate into it, usually with atomicAdd).
+    """
+
+    name: str
+    wrt: str
+    axes: tuple[str, ...]  # names of its axes; the last one is the axis "where" talks about
+    init: Literal["poison", "zero"] = "poison"
 
 
 @dataclass(frozen=True)
@@ -47,20 +78,33 @@ class ShippedKernel:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A named wrong formula (a bug class): when a kernel's output matches it, "where" says so.
+
+    ``outputs`` holds the float64 result of the wrong formula for the outputs it changes.
+    """
+
+    key: str
+    text: str  # "matches <text>"
+    cause: str  # the likely cause printed when it matches
+    outputs: Arrays
+
+
+@dataclass(frozen=True)
 class Case:
     """One input of an op's suite: its own sizes, arrays and scalars, and why it is in the suite."""
 
     name: str
     description: str
     dims: dict[str, int]
-    arrays: dict[str, np.ndarray]
+    arrays: Arrays
     scalars: dict[str, float | int]
-    output_shape: tuple[int, ...]
-    # Named subsets of output elements that "where" analysis can point at (e.g. masked rows).
-    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    output_shapes: dict[str, tuple[int, ...]]
+    # Per output, named subsets of its elements that "where" can point at (e.g. masked rows).
+    labels: dict[str, Arrays] = field(default_factory=dict)
 
     def kernel_args(self, params: tuple[KernelParam, ...]) -> list[Any]:
-        """Values in signature order; None in the place of the output."""
+        """Values in signature order; None in the places of the outputs."""
         out: list[Any] = []
         for p in params:
             if p.kind == "scalar":
@@ -76,13 +120,16 @@ class Op(ABC):
     id: str
     summary: str
     dims: tuple[Dim, ...]
+    options: tuple[Option, ...] = ()
     params: tuple[KernelParam, ...]
-    output: str  # the name of the output parameter the kernel computes
-    output_axes: tuple[str, ...]  # names of its axes, for "where" messages
-    thread_axis: int  # the axis threads of a block stride over (blockDim.x patterns)
+    outputs: tuple[Output, ...]
     kernels: tuple[ShippedKernel, ...]
     default_kernel: str
-    wrt: str  # the input the output is the gradient of the scalar loss with respect to
+    default_block: int = 256
+    # Cases the hand-written float32 FD check (--fd32) replays; it checks the first output.
+    fd32_cases: tuple[str, ...] = ("plain",)
+    # Likely causes keyed on this op's own "where" keys, looked up before the shared ones.
+    causes: tuple[tuple[str, str], ...] = ()
 
     def signature(self, name: str = "k") -> str:
         parts = []
@@ -96,36 +143,52 @@ class Op(ABC):
     def kernel(self, name: str) -> ShippedKernel | None:
         return next((k for k in self.kernels if k.name == name), None)
 
+    def output(self, name: str) -> Output:
+        return next(o for o in self.outputs if o.name == name)
+
+    @property
+    def primary(self) -> Output:
+        """The first output: the one --fd32 replays."""
+        return self.outputs[0]
+
+    def launch_note(self) -> str:
+        """How the canonical launch looks, for `gradcheck list` and the docs."""
+        return "grid = (rows, 1, 1), block = (--block, 1, 1)"
+
     @abstractmethod
     def validate(self, dims: dict[str, int], block: int) -> None:
         """Raise UsageError for sizes the op cannot take."""
 
     @abstractmethod
-    def cases(self, dims: dict[str, int], block: int, seed: int) -> list[Case]:
-        """The input suite for these sizes, deterministic in ``seed``."""
+    def cases(
+        self, dims: dict[str, int], block: int, seed: int, options: dict[str, Any]
+    ) -> list[Case]:
+        """The input suite for these sizes and options, deterministic in ``seed``."""
 
     @abstractmethod
     def geometry(self, case: Case, block: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
         """(block, grid) of the canonical launch for a case."""
 
     @abstractmethod
-    def reference(self, case: Case, dtype: type[np.floating[Any]]) -> np.ndarray:
-        """The output the kernel must produce, computed by the JAX reference in ``dtype``."""
+    def reference(self, case: Case, dtype: type[np.floating[Any]]) -> Arrays:
+        """The outputs the kernel must produce, computed by the JAX reference in ``dtype``."""
 
     @abstractmethod
-    def loss_values(
-        self, case: Case, points: np.ndarray, dtype: type[np.floating[Any]]
-    ) -> np.ndarray:
-        """The scalar loss at each of ``points`` (values of ``wrt``, stacked on axis 0)."""
+    def loss_values(self, case: Case, points: Arrays, dtype: type[np.floating[Any]]) -> np.ndarray:
+        """The scalar loss at each point: ``points[wrt]`` stacks values of each input on axis 0."""
 
     @abstractmethod
-    def noise_floor(self, case: Case, ref64: np.ndarray) -> np.ndarray:
-        """Per element, the absolute rounding error a correct float32 kernel may make.
+    def noise_floor(self, case: Case, ref64: Arrays) -> Arrays:
+        """Per output and element, the absolute rounding error a correct float32 kernel may make.
 
         Also the unit for the error the float32 reference makes: noise = floor * max(1, its ratio).
         """
 
-    def explain_scale(self, case: Case, factor: float) -> tuple[str, str] | None:
+    def explain_scale(self, case: Case, output: str, factor: float) -> tuple[str, str] | None:
         """An op-specific reading of "off by a constant factor": (key, text), e.g. a wrong
         normaliser; None when the factor means nothing particular."""
         return None
+
+    def variants(self, case: Case) -> list[Variant]:
+        """Wrong formulas worth naming when a kernel is off (computed only when it is)."""
+        return []

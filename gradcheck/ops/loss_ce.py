@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import UsageError
-from ._spec import Case, Dim, KernelParam, Op, ShippedKernel
+from ._spec import Arrays, Case, Dim, KernelParam, Op, Output, ShippedKernel
 
 U32 = 2.0**-24  # unit roundoff of float32
 TINY32 = 2.0**-126  # smallest normal float32: below it a flush-to-zero kernel writes 0
@@ -122,12 +122,26 @@ class LossCE(Op):
         KernelParam("vocab", "scalar", "int32"),
         KernelParam("inv_n_valid", "scalar", "float32"),
     )
-    output = "grad"
-    output_axes = ("row", "vocab")
-    thread_axis = 1
+    outputs = (Output("grad", "logits", ("row", "vocab")),)
     kernels = KERNELS
     default_kernel = "ce-grad"
-    wrt = "logits"
+    fd32_cases = ("plain", "masked")
+    causes = (
+        (
+            "sign",
+            "softmax and one-hot swapped (a log-likelihood gradient); DIAGNOSTIC_GUIDE.md#sign",
+        ),
+        (
+            "normalised-by-rows",
+            "the mean divides by rows, not unmasked rows; DIAGNOSTIC_GUIDE.md#scale",
+        ),
+        ("only:masked rows", "masked rows not written as zeros; DIAGNOSTIC_GUIDE.md#masked-rows"),
+        (
+            "non-finite",
+            "exp overflow or a division by zero (subtract the row max first); "
+            "DIAGNOSTIC_GUIDE.md#non-finite",
+        ),
+    )
 
     def validate(self, dims: dict[str, int], block: int) -> None:
         rows, vocab = dims["rows"], dims["vocab"]
@@ -137,7 +151,9 @@ class LossCE(Op):
                 f"(at most {1 << 28:,}): use fewer rows; the same kernel code runs for every row."
             )
 
-    def cases(self, dims: dict[str, int], block: int, seed: int) -> list[Case]:
+    def cases(
+        self, dims: dict[str, int], block: int, seed: int, options: dict[str, Any]
+    ) -> list[Case]:
         rows, vocab = dims["rows"], dims["vocab"]
         rng = np.random.default_rng(seed)
         out: list[Case] = []
@@ -226,33 +242,32 @@ class LossCE(Op):
                 "inv_n_valid": float(np.float32(inv)),
                 "n_valid": n_valid,
             },
-            output_shape=(rows, vocab),
+            output_shapes={"grad": (rows, vocab)},
             labels={
-                "masked rows": np.broadcast_to((mask == 0)[:, None], (rows, vocab)),
-                "target entries": onehot,
+                "grad": {
+                    "masked rows": np.broadcast_to((mask == 0)[:, None], (rows, vocab)),
+                    "target entries": onehot,
+                }
             },
         )
 
     def geometry(self, case: Case, block: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
         return (block, 1, 1), (case.dims["rows"], 1)
 
-    def reference(self, case: Case, dtype: type[np.floating[Any]]) -> np.ndarray:
+    def reference(self, case: Case, dtype: type[np.floating[Any]]) -> Arrays:
         from ..reference import loss_ce
 
         a = case.arrays
-        out: np.ndarray = loss_ce.grad(a["logits"], a["targets"], a["mask"], dtype)
-        return out
+        return {"grad": loss_ce.grad(a["logits"], a["targets"], a["mask"], dtype)}
 
-    def loss_values(
-        self, case: Case, points: np.ndarray, dtype: type[np.floating[Any]]
-    ) -> np.ndarray:
+    def loss_values(self, case: Case, points: Arrays, dtype: type[np.floating[Any]]) -> np.ndarray:
         from ..reference import loss_ce
 
         a = case.arrays
-        out: np.ndarray = loss_ce.loss_values(points, a["targets"], a["mask"], dtype)
+        out: np.ndarray = loss_ce.loss_values(points["logits"], a["targets"], a["mask"], dtype)
         return out
 
-    def noise_floor(self, case: Case, ref64: np.ndarray) -> np.ndarray:
+    def noise_floor(self, case: Case, ref64: Arrays) -> Arrays:
         x = case.arrays["logits"].astype(np.float64)
         mask = case.arrays["mask"]
         vocab = case.dims["vocab"]
@@ -262,10 +277,10 @@ class LossCE(Op):
         p /= p.sum(axis=1, keepdims=True)
         rel = U32 * (FIXED_ULPS + ARG_ULPS * np.abs(arg) + SUM_LAMBDA * math.sqrt(vocab))
         scale = np.where(mask != 0, inv, 0.0)[:, None]
-        out: np.ndarray = scale * p * rel + 3 * U32 * np.abs(ref64) + 4 * TINY32 * (1.0 + scale)
-        return out
+        g = ref64["grad"]
+        return {"grad": scale * p * rel + 3 * U32 * np.abs(g) + 4 * TINY32 * (1.0 + scale)}
 
-    def explain_scale(self, case: Case, factor: float) -> tuple[str, str] | None:
+    def explain_scale(self, case: Case, output: str, factor: float) -> tuple[str, str] | None:
         rows, n_valid = case.dims["rows"], int(case.scalars["n_valid"])
         if n_valid and rows != n_valid and math.isclose(factor, n_valid / rows, rel_tol=1e-4):
             return (

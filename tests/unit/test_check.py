@@ -92,10 +92,11 @@ def test_user_source_and_json_schema(tmp_path: Path) -> None:
     report = gradcheck.check("loss-ce", str(src), function="ce_grad", vocab=300, rows=4, seed=7)
     assert report.verdict == "pass" and report.kernel == "mine.cu:ce_grad"
     d = report.to_dict()
-    assert d["schema"] == "gradcheck.report" and d["schema_version"] == 1
+    assert d["schema"] == "gradcheck.report" and d["schema_version"] == 2
     assert {"verdict", "op", "backend", "kernel", "shapes", "seed", "checks"} <= set(d)
     assert d["shapes"] == {"rows": 4, "vocab": 300, "block": 256} and d["seed"] == 7
-    assert all({"name", "case", "verdict", "numbers"} <= set(c) for c in d["checks"])
+    assert all({"name", "case", "output", "verdict", "numbers"} <= set(c) for c in d["checks"])
+    assert {c["output"] for c in d["checks"] if c["name"] == "compare"} == {"grad"}
     assert "--source" in d["reproduce"] and "--function ce_grad" in d["reproduce"]
 
 
@@ -109,7 +110,7 @@ def test_user_source_and_json_schema(tmp_path: Path) -> None:
         ({"block": 0}, "block=0 must be at least 1"),
         ({"block": 2048}, "block=2048 is too large: at most 1,024"),
         ({"vocab": 2.5}, "vocab=2.5 must be a whole number"),
-        ({"hidden": 7}, "loss-ce has no dimension 'hidden'"),
+        ({"hidden": 7}, "loss-ce has no dimension or option 'hidden'"),
         ({"kernel": "missing.cu"}, "does not exist"),
         ({"case": "plian"}, "Did you mean 'plain'"),
     ],

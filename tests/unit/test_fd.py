@@ -11,25 +11,25 @@ OP = get_op("loss-ce")
 
 
 def test_richardson_fd_agrees_with_autodiff_within_its_error_bar() -> None:
-    case = OP.cases({"rows": 8, "vocab": 100}, 256, seed=0)[0]
+    case = OP.cases({"rows": 8, "vocab": 100}, 256, 0, {})[0]
     ref = OP.reference(case, np.float64)
-    d = directional(OP, case, ref, ref.astype(np.float32), seed=0)
+    d = directional(OP, case, ref, {"grad": ref["grad"].astype(np.float32)}, seed=0)
     assert d.agrees
     assert 0 < d.error_bar < 1e-9
     assert abs(d.fd - d.autodiff) <= 3 * d.error_bar
 
 
 def test_fd_disagrees_with_a_wrong_gradient() -> None:
-    case = OP.cases({"rows": 8, "vocab": 100}, 256, seed=0)[0]
-    ref = OP.reference(case, np.float64)
-    d = directional(OP, case, ref * 1.01, ref.astype(np.float32), seed=0)
+    case = OP.cases({"rows": 8, "vocab": 100}, 256, 0, {})[0]
+    ref = OP.reference(case, np.float64)["grad"]
+    d = directional(OP, case, {"grad": ref * 1.01}, {"grad": ref.astype(np.float32)}, seed=0)
     assert not d.agrees
 
 
 def test_float32_fd_failures_at_small_vocab_are_fd_error() -> None:
     """The field notes' story: many "failures" at vocab 50 on a correct gradient."""
-    case = OP.cases({"rows": 64, "vocab": 50}, 256, seed=0)[0]
-    ref = OP.reference(case, np.float64)
+    case = OP.cases({"rows": 64, "vocab": 50}, 256, 0, {})[0]
+    ref = OP.reference(case, np.float64)["grad"]
     kernel = ref.astype(np.float32)
     fd = naive_fd32(
         OP, case, ref, kernel, np.zeros(ref.shape, bool),
@@ -45,8 +45,8 @@ def test_float32_fd_failures_at_small_vocab_are_fd_error() -> None:
 
 
 def test_float32_fd_with_an_absolute_tolerance_has_no_power_at_large_vocab() -> None:
-    case = OP.cases({"rows": 64, "vocab": 2000}, 256, seed=0)[0]
-    ref = OP.reference(case, np.float64)
+    case = OP.cases({"rows": 64, "vocab": 2000}, 256, 0, {})[0]
+    ref = OP.reference(case, np.float64)["grad"]
     fd = naive_fd32(
         OP, case, ref, (ref * 1.2).astype(np.float32), np.ones(ref.shape, bool),
         eps=1e-3, rtol=0.0, atol=1e-3, samples=40, seed=0,

@@ -1,0 +1,476 @@
+"""attention-bwd: scaled dot-product attention's backward pass, dq, dk and dv from dout."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .._errors import UsageError
+from ._spec import Arrays, Case, Dim, KernelParam, Op, Option, Output, ShippedKernel, Variant
+
+U32 = 2.0**-24  # unit roundoff of float32
+TINY32 = 2.0**-126  # smallest normal float32 (flush-to-zero)
+# First-order rounding analysis of P = exp(S - lse), dS = P * (dP - D), dq = scale * dS K,
+# dk = scale * dS^T Q, dv = P^T dO, in units of U32 (DIAGNOSTIC_GUIDE.md#noise-bound):
+EXP_ULPS = 4.0  # exp (CUDA's __expf included) and the subtraction S - lse
+# A sum of n terms t in any order (unsorted) makes a rounding error of about U32 * sqrt(sum of the
+# squared partial sums); M = |sum t| + 3 * ||t||_2 bounds the largest partial sum (its drift plus a
+# random walk), so SUM_LAMBDA * sqrt(n) * U32 * M is about 8 standard deviations of that error.
+SUM_LAMBDA = 2.0
+GUIDE = "DIAGNOSTIC_GUIDE.md"
+MAX_SCORES = 1 << 27  # batch * heads * seq * seq: the reference holds the score matrix whole
+
+KERNELS = (
+    ShippedKernel(
+        "attn-bwd",
+        "attention_bwd/attn_bwd.cu",
+        "attn_bwd",
+        "pass",
+        "one block per query row: threads over keys, ds in shared memory, atomicAdd for dk/dv",
+    ),
+    ShippedKernel(
+        "warp-per-key",
+        "attention_bwd/attn_bwd_warp.cu",
+        "attn_bwd_warp",
+        "pass",
+        "one warp per key, lanes over head_dim, __shfl_xor_sync dot products",
+    ),
+    ShippedKernel(
+        "causal-off-by-one",
+        "attention_bwd/bugs/causal_off_by_one.cu",
+        "attn_bwd_causal_off_by_one",
+        "kernel-bug",
+        "the causal key loop runs j < i: the diagonal key is left out",
+    ),
+    ShippedKernel(
+        "dkdv-transpose",
+        "attention_bwd/bugs/dkdv_transpose.cu",
+        "attn_bwd_dkdv_transpose",
+        "kernel-bug",
+        "dv = P dO instead of P^T dO: the query and key indices mixed up",
+    ),
+    ShippedKernel(
+        "head-dim-tail",
+        "attention_bwd/bugs/head_dim_tail.cu",
+        "attn_bwd_head_dim_tail",
+        "kernel-bug",
+        "float4 loops over head_dim forget the head_dim % 4 tail",
+    ),
+    ShippedKernel(
+        "missing-barrier",
+        "attention_bwd/bugs/missing_barrier.cu",
+        "attn_bwd_missing_barrier",
+        "kernel-bug",
+        "no __syncthreads() between writing the shared ds chunk and reading it: a race",
+    ),
+    ShippedKernel(
+        "no-scale-dk",
+        "attention_bwd/bugs/scale_missing_dk.cu",
+        "attn_bwd_no_scale_dk",
+        "kernel-bug",
+        "dk omits the softmax scale (off by 1 / scale)",
+    ),
+)
+
+
+SATURATION = 0.99  # the dominant key's share of the softmax in the "saturated" case
+
+
+def _saturating(q: np.ndarray, k: np.ndarray, causal: bool) -> tuple[np.ndarray, np.ndarray]:
+    """q pointed at one key per query row (the allowed key of largest norm, so that it wins as q
+    grows) and scaled so that its softmax share is SATURATION (bisection per row)."""
+    b, h, s, d = q.shape
+    allowed = _allowed(s, causal)
+    norms = np.where(allowed, np.linalg.norm(k, axis=-1)[:, :, None, :], -1.0)
+    star = np.argmax(norms, axis=-1)  # [b, h, s]
+    target = np.take_along_axis(k, star[..., None], axis=2)
+    unit = target / np.maximum(np.linalg.norm(target, axis=-1, keepdims=True), 1e-30)
+    base = 0.05 * q
+    scale = 1.0 / math.sqrt(d)
+
+    def share(alpha: np.ndarray) -> np.ndarray:
+        qq = base + alpha[..., None] * unit
+        sc = np.where(allowed, scale * np.einsum("bhid,bhjd->bhij", qq, k), -np.inf)
+        p = np.exp(sc - sc.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        out: np.ndarray = np.take_along_axis(p, star[..., None], axis=-1)[..., 0]
+        return out
+
+    lo, hi = np.zeros((b, h, s)), np.full((b, h, s), 1e3)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        low = share(mid) < SATURATION
+        lo, hi = np.where(low, mid, lo), np.where(low, hi, mid)
+    return base + hi[..., None] * unit, k
+
+
+def _allowed(seq: int, causal: bool, offset: int = 0) -> np.ndarray:
+    """Which (query i, key j) pairs take part: j <= i + offset when causal, all otherwise."""
+    i = np.arange(seq)[:, None]
+    j = np.arange(seq)[None, :]
+    return (j <= i + offset) if causal else np.ones((seq, seq), bool)
+
+
+def _backward(
+    case: Case,
+    allowed: np.ndarray,
+    *,
+    dv_from_p: bool = False,
+    dq_scale: float | None = None,
+    dk_scale: float | None = None,
+    features: int | None = None,
+) -> Arrays:
+    """The backward formulas in float64 from the kernel's own float32 inputs (o and lse included),
+    optionally with one of the wrong turns kernels take (``features``: only the first head_dim
+    entries take part, the rest stay zero)."""
+    a = case.arrays
+    q, k, v, o, dout = (a[n].astype(np.float64) for n in ("q", "k", "v", "o", "dout"))
+    if features is not None:
+        cut = np.arange(q.shape[-1]) < features
+        q, k, v, o, dout = (np.where(cut, t, 0.0) for t in (q, k, v, o, dout))
+    lse = a["lse"].astype(np.float64)[..., None]
+    scale = float(case.scalars["scale"])
+    s = scale * np.einsum("bhid,bhjd->bhij", q, k)
+    with np.errstate(over="ignore"):
+        p = np.where(allowed, np.exp(np.where(allowed, s - lse, 0.0)), 0.0)
+    dp = np.einsum("bhid,bhjd->bhij", dout, v)
+    d = np.sum(dout * o, axis=-1)[..., None]
+    ds = p * (dp - d)
+    sq = scale if dq_scale is None else dq_scale
+    sk = scale if dk_scale is None else dk_scale
+    dv = (
+        np.einsum("bhij,bhjd->bhid", p, dout)
+        if dv_from_p
+        else np.einsum("bhij,bhid->bhjd", p, dout)
+    )
+    return {
+        "dq": sq * np.einsum("bhij,bhjd->bhid", ds, k),
+        "dk": sk * np.einsum("bhij,bhid->bhjd", ds, q),
+        "dv": dv,
+    }
+
+
+class AttentionBwd(Op):
+    id = "attention-bwd"
+    summary = "scaled dot-product attention backward: dq, dk, dv from dout (optional causal mask)"
+    dims = (
+        Dim("batch", 2, "batch size"),
+        Dim("heads", 4, "attention heads"),
+        Dim("seq", 128, "sequence length (queries = keys)", maximum=1 << 16),
+        Dim("head_dim", 64, "features per head", maximum=1 << 12),
+    )
+    options = (Option("causal", "flag", False, "mask keys after the query (j > i)"),)
+    params = (
+        KernelParam("q", "in", "float32"),
+        KernelParam("k", "in", "float32"),
+        KernelParam("v", "in", "float32"),
+        KernelParam("o", "in", "float32"),
+        KernelParam("dout", "in", "float32"),
+        KernelParam("lse", "in", "float32"),
+        KernelParam("dq", "out", "float32"),
+        KernelParam("dk", "out", "float32"),
+        KernelParam("dv", "out", "float32"),
+        KernelParam("batch", "scalar", "int32"),
+        KernelParam("heads", "scalar", "int32"),
+        KernelParam("seq", "scalar", "int32"),
+        KernelParam("head_dim", "scalar", "int32"),
+        KernelParam("scale", "scalar", "float32"),
+        KernelParam("causal", "scalar", "int32"),
+    )
+    axes = ("batch", "head", "seq", "head_dim")
+    outputs = (
+        Output("dq", "q", axes, init="zero"),
+        Output("dk", "k", axes, init="zero"),
+        Output("dv", "v", axes, init="zero"),
+    )
+    kernels = KERNELS
+    default_kernel = "attn-bwd"
+    default_block = 128
+
+    def launch_note(self) -> str:
+        return "grid = (seq, batch * heads, 1), block = (--block, 1, 1); scale = 1 / sqrt(head_dim)"
+
+    def validate(self, dims: dict[str, int], block: int) -> None:
+        b, h, s = dims["batch"], dims["heads"], dims["seq"]
+        if b * h > 65535:
+            raise UsageError(
+                f"batch * heads = {b * h:,} exceeds CUDA's grid y limit (65,535) of the canonical "
+                "launch grid = (seq, batch * heads): use fewer heads; every head runs the same code."
+            )
+        if b * h * s * s > MAX_SCORES:
+            raise UsageError(
+                f"batch * heads * seq^2 = {b * h * s * s:,} scores is more than this version holds "
+                f"(at most {MAX_SCORES:,}): use fewer heads or a shorter seq."
+            )
+
+    def cases(
+        self, dims: dict[str, int], block: int, seed: int, options: dict[str, Any]
+    ) -> list[Case]:
+        b, h, s, d = dims["batch"], dims["heads"], dims["seq"], dims["head_dim"]
+        causal = bool(options.get("causal", False))
+        rng = np.random.default_rng(seed)
+        out: list[Case] = []
+        mode = "causal" if causal else "no mask"
+
+        def normal(*shape: int) -> np.ndarray:
+            return rng.standard_normal(shape)
+
+        def add(
+            name: str, why: str, shape: tuple[int, int, int, int], c: bool, qk: float = 1.0
+        ) -> None:
+            q, k = qk * normal(*shape), qk * normal(*shape)
+            out.append(self._case(name, why, q, k, normal(*shape), normal(*shape), c))
+
+        add("plain", f"q, k, v, dout ~ N(0, 1), {mode}", (b, h, s, d), causal)
+        # One dominant score per query row: softmax saturates (P near one-hot) and dS = P (dP - D)
+        # cancels. Saturated to P_max = SATURATION, no further: beyond it the gradient drops below
+        # what float32 inputs (o, lse) can resolve and no check has power there.
+        q, k = _saturating(normal(b, h, s, d), normal(b, h, s, d), causal)
+        why = f"one key takes {SATURATION:g} of each query's softmax (dS cancels), {mode}"
+        v, dout = normal(b, h, s, d), normal(b, h, s, d)
+        out.append(self._case("saturated", why, q, k, v, dout, causal))
+        add(
+            "large-scores",
+            f"q and k scaled by 4: scores spread ~16, {mode}",
+            (b, h, s, d),
+            causal,
+            4.0,
+        )
+        other = not causal
+        add(
+            "causal" if other else "no-mask",
+            "the other mask mode: "
+            + ("causal (row 0 sees one key: P = 1, dS = 0)" if other else "no mask"),
+            (b, h, s, d),
+            other,
+        )
+        # Shapes that break kernels, whatever the user asked: seq = 1, seq around the block size,
+        # and a head_dim that is not a multiple of 4 (vectorised loops and their tail).
+        small = (1, min(h, 2))
+        for n in sorted({1, max(1, block - 1), block, block + 1} - {s}):
+            rel = "=" if n == block else ("<" if n < block else ">")
+            why = "seq = 1: one key" if n == 1 else f"seq {rel} blockDim.x ({block})"
+            add(f"seq={n}", f"{why}, {mode}", (*small, n, d), causal)
+        if d % 4 == 0:
+            d2 = d - 1 if d > 4 else d + 3
+            add(
+                f"head_dim={d2}",
+                f"head_dim % 4 = {d2 % 4}: the tail after float4 chunks, {mode}",
+                (*small, min(s, 64), d2),
+                causal,
+            )
+        return out
+
+    def _case(
+        self,
+        name: str,
+        why: str,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        dout: np.ndarray,
+        causal: bool,
+    ) -> Case:
+        from ..reference.attention import forward64
+
+        b, h, s, d = q.shape
+        scale = 1.0 / math.sqrt(d)
+        q32, k32, v32 = (t.astype(np.float32) for t in (q, k, v))
+        o, lse = forward64(q32, k32, v32, scale, causal)
+        shape = (b, h, s, d)
+        return Case(
+            name=name,
+            description=why,
+            dims={"batch": b, "heads": h, "seq": s, "head_dim": d},
+            arrays={
+                "q": q32,
+                "k": k32,
+                "v": v32,
+                "o": o.astype(np.float32),
+                "dout": dout.astype(np.float32),
+                "lse": lse.astype(np.float32),
+            },
+            scalars={
+                "batch": b,
+                "heads": h,
+                "seq": s,
+                "head_dim": d,
+                "scale": float(np.float32(scale)),
+                "causal": int(causal),
+            },
+            output_shapes={"dq": shape, "dk": shape, "dv": shape},
+        )
+
+    def geometry(self, case: Case, block: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
+        return (block, 1, 1), (case.dims["seq"], case.dims["batch"] * case.dims["heads"])
+
+    def reference(self, case: Case, dtype: type[np.floating[Any]]) -> Arrays:
+        from ..reference import attention
+
+        a = case.arrays
+        scale, causal = float(case.scalars["scale"]), bool(case.scalars["causal"])
+        out: Arrays = attention.grads(a["q"], a["k"], a["v"], a["dout"], scale, causal, dtype)
+        return out
+
+    def loss_values(self, case: Case, points: Arrays, dtype: type[np.floating[Any]]) -> np.ndarray:
+        from ..reference import attention
+
+        scale, causal = float(case.scalars["scale"]), bool(case.scalars["causal"])
+        p = points
+        out: np.ndarray = attention.loss_values(
+            p["q"], p["k"], p["v"], case.arrays["dout"], scale, causal, dtype
+        )
+        return out
+
+    def noise_floor(self, case: Case, ref64: Arrays) -> Arrays:
+        a = case.arrays
+        q, k, v, o, dout = (a[n].astype(np.float64) for n in ("q", "k", "v", "o", "dout"))
+        lse = a["lse"].astype(np.float64)[..., None]
+        seq, d = case.dims["seq"], case.dims["head_dim"]
+        scale = float(case.scalars["scale"])
+        allowed = _allowed(seq, bool(case.scalars["causal"]))
+
+        def mm(spec: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            out: np.ndarray = np.einsum(spec, x, y)
+            return out
+
+        def sum_err(n: int, total: np.ndarray, l2sq: np.ndarray) -> np.ndarray:
+            """The rounding error of a sum of n terms with this total and sum of squares."""
+            out: np.ndarray = SUM_LAMBDA * math.sqrt(n) * U32 * (np.abs(total) + 3 * np.sqrt(l2sq))
+            return out
+
+        qk = "bhid,bhjd->bhij"
+        s = scale * mm(qk, q, k)
+        with np.errstate(over="ignore"):
+            p = np.where(allowed, np.exp(np.where(allowed, s - lse, 0.0)), 0.0)
+        # Relative error of P: the dot product q.k, the float32 lse, the subtraction, exp.
+        rel_p = scale * sum_err(d, s / scale, mm(qk, q * q, k * k)) + U32 * (
+            EXP_ULPS + np.abs(s) + np.abs(lse) + np.abs(s - lse)
+        )
+        dp = mm(qk, dout, v)
+        err_dp = sum_err(d, dp, mm(qk, dout * dout, v * v))
+        # D = dout . o, with o rounded to float32 on its way to the kernel (3 U32 ||dout o||_2).
+        dd = np.sum(dout * o, axis=-1)[..., None]
+        l2_do = np.sum((dout * o) ** 2, axis=-1)[..., None]
+        err_d = sum_err(d, dd, l2_do) + 3 * U32 * np.sqrt(l2_do)
+        ds = p * (dp - dd)
+        err_ds = (
+            np.abs(ds) * (rel_p + 2 * U32)
+            + p * (err_dp + err_d)
+            + U32 * p * (np.abs(dp) + np.abs(dd))
+        )
+        # Each output: the propagated error of its terms, plus the rounding of its own sum.
+        dv = mm("bhij,bhid->bhjd", p * rel_p, np.abs(dout)) + sum_err(
+            seq, ref64["dv"], mm("bhij,bhid->bhjd", p * p, dout * dout)
+        )
+        dq = scale * (
+            mm("bhij,bhjd->bhid", err_ds, np.abs(k))
+            + sum_err(seq, ref64["dq"] / scale, mm("bhij,bhjd->bhid", ds * ds, k * k))
+        )
+        dk = scale * (
+            mm("bhij,bhid->bhjd", err_ds, np.abs(q))
+            + sum_err(seq, ref64["dk"] / scale, mm("bhij,bhid->bhjd", ds * ds, q * q))
+        )
+        return {
+            name: floor + 3 * U32 * np.abs(ref64[name]) + 4 * TINY32
+            for name, floor in (("dq", dq), ("dk", dk), ("dv", dv))
+        }
+
+    def explain_scale(self, case: Case, output: str, factor: float) -> tuple[str, str] | None:
+        scale = float(case.scalars["scale"])
+        if math.isclose(factor, 1.0 / scale, rel_tol=1e-4):
+            return (
+                "scale-missing",
+                f"= 1 / scale = sqrt(head_dim): {output} lacks the softmax scale",
+            )
+        if math.isclose(factor, scale, rel_tol=1e-4):
+            return ("scale-twice", f"= scale: {output} has the softmax scale applied twice")
+        return None
+
+    def variants(self, case: Case) -> list[Variant]:
+        seq = case.dims["seq"]
+        causal = bool(case.scalars["causal"])
+        scale = float(case.scalars["scale"])
+        allowed = _allowed(seq, causal)
+        ref = _backward(case, allowed)
+        out = []
+        if causal and seq > 1:
+            for offset, text, cause in (
+                (
+                    -1,
+                    "the causal mask j < i (the diagonal key left out)",
+                    "a causal mask off by one: j < i where j <= i is meant",
+                ),
+                (
+                    1,
+                    "the causal mask j <= i + 1 (one future key let in)",
+                    "a causal mask off by one: j <= i + 1 where j <= i is meant",
+                ),
+            ):
+                out.append(
+                    Variant(
+                        f"causal{offset:+d}",
+                        text,
+                        f"{cause}; {GUIDE}#attention-bwd",
+                        _backward(case, _allowed(seq, True, offset)),
+                    )
+                )
+            out.append(
+                Variant(
+                    "causal-ignored",
+                    "no mask although causal = 1",
+                    f"the causal flag is ignored; {GUIDE}#attention-bwd",
+                    _backward(case, _allowed(seq, False)),
+                )
+            )
+        elif seq > 1:
+            out.append(
+                Variant(
+                    "causal-applied",
+                    "a causal mask although causal = 0",
+                    f"a causal mask applied unconditionally; {GUIDE}#attention-bwd",
+                    _backward(case, _allowed(seq, True)),
+                )
+            )
+        d = case.dims["head_dim"]
+        if d % 4:
+            out.append(
+                Variant(
+                    "head-dim-tail",
+                    f"the formulas over head_dim < {d - d % 4} only (the head_dim % 4 = {d % 4} tail dropped)",
+                    f"a float4 loop over head_dim that drops the tail; {GUIDE}#tail",
+                    _backward(case, allowed, features=d - d % 4),
+                )
+            )
+        out += [
+            Variant(
+                "dv-from-p",
+                "dv = P dO (P where P^T belongs)",
+                f"dv indexed by query where it needs key (P instead of P^T); {GUIDE}#attention-bwd",
+                {"dv": _backward(case, allowed, dv_from_p=True)["dv"]},
+            ),
+            Variant(
+                "dk-dv-swapped",
+                "the reference with dk and dv swapped",
+                f"dk and dv written to each other's buffers; {GUIDE}#attention-bwd",
+                {"dk": ref["dv"], "dv": ref["dk"]},
+            ),
+            Variant(
+                "dk-unscaled",
+                "dk without the softmax scale",
+                f"dk omits the softmax scale; {GUIDE}#attention-bwd",
+                {"dk": ref["dk"] / scale},
+            ),
+            Variant(
+                "dq-unscaled",
+                "dq without the softmax scale",
+                f"dq omits the softmax scale; {GUIDE}#attention-bwd",
+                {"dq": ref["dq"] / scale},
+            ),
+        ]
+        return out
+
+
+ATTENTION_BWD = AttentionBwd()

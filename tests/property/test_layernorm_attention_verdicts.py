@@ -1,0 +1,128 @@
+"""layernorm-bwd and attention-bwd verdicts over the shapes that break kernels.
+
+A sweep over sizes around the block size and partial warps must give zero false kernel-bug verdicts
+on the correct kernels (written in different ways) and keep them well inside the bound; Hypothesis
+then looks between the sweep's points and checks that every catalogue bug is caught at any size.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gradcheck
+from gradcheck.ops import get_op
+
+LN = get_op("layernorm-bwd")
+ATTN = get_op("attention-bwd")
+LN_CORRECT = [k.name for k in LN.kernels if k.expect == "pass"]
+LN_BUGS = [k.name for k in LN.kernels if k.expect == "kernel-bug"]
+ATTN_CORRECT = [k.name for k in ATTN.kernels if k.expect == "pass"]
+ATTN_BUGS = [k.name for k in ATTN.kernels if k.expect == "kernel-bug"]
+HIDDEN = (1, 33, 257, 1025, 4099)
+BLOCKS = (32, 101, 1024)  # a warp, a partial last warp, the largest block
+# (seq, head_dim, block, causal): seq around the block, odd head_dims, partial warps, seq = 1
+ATTN_SHAPES = (
+    (1, 64, 32, True),
+    (33, 61, 32, False),
+    (65, 3, 101, True),
+    (129, 128, 128, True),
+    (200, 16, 64, False),
+    (7, 256, 256, True),
+)
+# First launches compile: no deadline (Hypothesis's 200 ms would flag the compile, not the kernel).
+SETTINGS = settings(
+    deadline=None, max_examples=6, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+# The correct kernels' worst error must stay far inside the bound (3x the noise), not just under it.
+MARGIN = 1.0
+
+
+def _worst_ratio(report: gradcheck.Report) -> float:
+    return max(c.numbers["max_ratio"] for c in report.checks if c.name == "compare")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", LN_CORRECT)
+def test_layernorm_sweep_has_no_false_kernel_bug(kernel: str) -> None:
+    for hidden in HIDDEN:
+        for block in BLOCKS:
+            report = gradcheck.check(
+                "layernorm-bwd", kernel, rows=3, hidden=hidden, block=block, backend="cpu"
+            )
+            assert report.verdict == "pass", f"hidden={hidden} block={block}\n{report}"
+            assert _worst_ratio(report) < MARGIN, str(report)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", ATTN_CORRECT)
+def test_attention_sweep_has_no_false_kernel_bug(kernel: str) -> None:
+    for seq, head_dim, block, causal in ATTN_SHAPES:
+        report = gradcheck.check(
+            "attention-bwd", kernel, batch=1, heads=2, seq=seq, head_dim=head_dim, block=block,
+            causal=causal, backend="cpu",
+        )  # fmt: skip
+        assert report.verdict == "pass", f"seq={seq} head_dim={head_dim} block={block}\n{report}"
+        assert _worst_ratio(report) < MARGIN, str(report)
+
+
+@st.composite
+def ln_sizes(draw: st.DrawFn) -> dict[str, int]:
+    """rows, hidden and block, hidden biased to block - 1, block, block + 1 and odd tails."""
+    block = draw(st.sampled_from((32, 64, 96, 100, 128, 256, 512, 1024)))
+    hidden = draw(
+        st.one_of(
+            st.sampled_from([1, 3, block - 1, block, block + 1, 2 * block + 1, 4 * block + 3]),
+            st.integers(1, 3000),
+        )
+    )
+    return {"rows": draw(st.integers(1, 6)), "hidden": hidden, "block": block,
+            "seed": draw(st.integers(0, 2**16))}  # fmt: skip
+
+
+@st.composite
+def attn_sizes(draw: st.DrawFn) -> dict[str, object]:
+    block = draw(st.sampled_from((32, 64, 100, 128, 256)))
+    seq = draw(st.one_of(st.sampled_from([1, block - 1, block, block + 1]), st.integers(1, 160)))
+    return {
+        "batch": 1,
+        "heads": draw(st.integers(1, 2)),
+        "seq": max(1, seq),
+        "head_dim": draw(st.sampled_from([1, 3, 8, 15, 16, 61, 64, 96])),
+        "block": block,
+        "causal": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+@SETTINGS
+@given(ln_sizes(), st.sampled_from(LN_CORRECT))
+def test_layernorm_correct_kernels_never_called_buggy(size: dict[str, int], kernel: str) -> None:
+    report = gradcheck.check("layernorm-bwd", kernel, backend="cpu", **size)  # type: ignore[arg-type]
+    assert report.verdict == "pass", str(report)
+
+
+@SETTINGS
+@given(ln_sizes(), st.sampled_from(LN_BUGS))
+def test_layernorm_bugs_caught_at_any_size(size: dict[str, int], kernel: str) -> None:
+    report = gradcheck.check("layernorm-bwd", kernel, backend="cpu", **size)  # type: ignore[arg-type]
+    assert report.verdict == "kernel-bug", str(report)
+    assert all(c.reproduce for c in report.findings if c.verdict == "kernel-bug")
+
+
+@SETTINGS
+@given(attn_sizes(), st.sampled_from(ATTN_CORRECT))
+def test_attention_correct_kernels_never_called_buggy(size: dict[str, object], kernel: str) -> None:
+    report = gradcheck.check("attention-bwd", kernel, backend="cpu", **size)  # type: ignore[arg-type]
+    assert report.verdict == "pass", str(report)
+
+
+@SETTINGS
+@given(attn_sizes(), st.sampled_from(ATTN_BUGS))
+def test_attention_bugs_caught_at_any_size(size: dict[str, object], kernel: str) -> None:
+    report = gradcheck.check("attention-bwd", kernel, backend="cpu", **size)  # type: ignore[arg-type]
+    # The suite runs both mask modes and seq around the block, so a causal or seq-dependent bug
+    # shows whatever mode and size are asked for.
+    assert report.verdict == "kernel-bug", str(report)
+    assert all(c.reproduce for c in report.findings if c.verdict == "kernel-bug")
