@@ -130,3 +130,7 @@ ptxas info    : Used 40 registers, used 1 barriers, 1024 bytes smem, 388 bytes c
     (r,) = parse_resource_usage(text)
     assert (r.kernel, r.arch, r.registers, r.shared_bytes) == ("k", "sm_80", 40, 1024)
     assert (r.stack_bytes, r.spill_stores, r.spill_loads, r.barriers) == (8, 4, 12, 1)
+    # A kernel with a call stack: ptxas puts its cumulative size before the shared memory.
+    stacked = text.replace("used 1 barriers, ", "used 1 barriers, 16 bytes cumulative stack size, ")
+    (r,) = parse_resource_usage(stacked)
+    assert (r.registers, r.barriers, r.shared_bytes) == (40, 1, 1024)

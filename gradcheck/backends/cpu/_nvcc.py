@@ -32,7 +32,10 @@ class Resources:
 
 _ENTRY = re.compile(r"Compiling entry function '([^']+)' for '(sm_\d+a?)'")
 _PROPS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
-_USED = re.compile(r"Used (\d+) registers(?:, used (\d+) barriers)?(?:, (\d+) bytes smem)?")
+# ptxas puts other fields between these ("16 bytes cumulative stack size"): match each on its own.
+_USED = re.compile(r"Used (\d+) registers")
+_BARRIERS = re.compile(r"used (\d+) barriers")
+_SMEM = re.compile(r"(\d+) bytes smem")
 
 
 def parse_resource_usage(text: str) -> list[Resources]:
@@ -47,13 +50,14 @@ def parse_resource_usage(text: str) -> list[Resources]:
         elif m := _PROPS.search(line):
             stack, stores, loads = (int(g) for g in m.groups())
         elif (m := _USED.search(line)) and kernel:
+            bars, smem = _BARRIERS.search(line), _SMEM.search(line)
             found.append(
                 Resources(
                     kernel=kernel,
                     arch=arch,
                     registers=int(m.group(1)),
-                    barriers=int(m.group(2) or 0),
-                    shared_bytes=int(m.group(3) or 0),
+                    barriers=int(bars.group(1)) if bars else 0,
+                    shared_bytes=int(smem.group(1)) if smem else 0,
                     stack_bytes=stack,
                     spill_stores=stores,
                     spill_loads=loads,
