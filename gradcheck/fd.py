@@ -10,6 +10,7 @@ the step the float32 perturbation really took, and truncation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +84,10 @@ def directional(op: Op, case: Case, ref64: Arrays, kernel: Arrays, seed: int) ->
         table.append([prev[k] + (prev[k] - prev[k - 1]) / (4**j - 1) for k in range(1, len(prev))])
     best = table[-1][0]
     bar = max(abs(best - table[-2][-1]), abs(best - table[-2][-2]) if len(table[-2]) > 1 else 0.0)
-    bar += 4 * EPS64 * float(np.max(np.abs(values))) / steps[-1]
+    # Rounding of the float64 loss itself: a sum over every element, so its error grows like
+    # sqrt(n) eps times the loss (not eps |loss|: the terms can be much larger than their sum).
+    n = sum(a.size for a in x.values())
+    bar += 4 * EPS64 * math.sqrt(n) * float(np.max(np.abs(values))) / steps[-1]
     autodiff = sum(float(np.sum(ref64[o.name] * u[o.wrt])) for o in op.outputs)
     k_dot = 0.0
     for o in op.outputs:
