@@ -150,14 +150,16 @@ def _list(args: argparse.Namespace, console: Console) -> int:
     for op in OPS.values():
         dims = " ".join(f"--{d.name.replace('_', '-')} {d.default}" for d in op.dims)
         console.print(
-            f"[bold]{op.id}[/]: {escape(op.summary)}  (defaults: {dims} --block {op.default_block})"
+            f"[bold]{op.id}[/]: {escape(op.summary)}  (defaults: {dims} --block {op.default_block})",
+            soft_wrap=True,
         )
-        console.print(f"  kernel signature: {escape(op.signature())}")
+        console.print(f"  kernel signature: {escape(op.signature())}", soft_wrap=True)
         outs = ", ".join(
             f"{o.name} (d loss / d {o.wrt}; starts as {'NaN poison' if o.init == 'poison' else 'zeros'})"
             for o in op.outputs
         )
-        console.print(f"  launch: {escape(op.launch_note())}; outputs: {escape(outs)}")
+        console.print(f"  launch: {escape(op.launch_note())}", soft_wrap=True)
+        console.print(f"  outputs: {escape(outs)}", soft_wrap=True)
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         table.add_column("  kernel", no_wrap=True)
         table.add_column("expect", no_wrap=True)

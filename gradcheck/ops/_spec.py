@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._errors import UsageError
+
 Expect = Literal["pass", "kernel-bug"]
 Arrays = dict[str, np.ndarray]
 
@@ -158,6 +160,16 @@ class Op(ABC):
     @abstractmethod
     def validate(self, dims: dict[str, int], block: int) -> None:
         """Raise UsageError for sizes the op cannot take."""
+
+    def limit_elements(self, dims: dict[str, int], names: tuple[str, str], limit: int) -> None:
+        """Refuse ``names[0] * names[1]`` above ``limit`` elements, saying which size to lower."""
+        a, b = names
+        n = dims[a] * dims[b]
+        if n > limit:
+            raise UsageError(
+                f"{a} * {b} = {n:,} elements is more than this version checks (at most "
+                f"{limit:,}): use fewer {a}; the same kernel code runs for every one."
+            )
 
     @abstractmethod
     def cases(

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import UsageError
 from ._spec import Arrays, Case, Dim, KernelParam, Op, Option, Output, ShippedKernel, Variant
 
 U32 = 2.0**-24  # unit roundoff of float32
@@ -133,12 +132,7 @@ class LayerNormBwd(Op):
     )
 
     def validate(self, dims: dict[str, int], block: int) -> None:
-        rows, hidden = dims["rows"], dims["hidden"]
-        if rows * hidden > 1 << 28:
-            raise UsageError(
-                f"rows * hidden = {rows * hidden:,} elements is more than this version checks "
-                f"(at most {1 << 28:,}): use fewer rows; the same kernel code runs for every row."
-            )
+        self.limit_elements(dims, ("rows", "hidden"), 1 << 28)
 
     def cases(
         self, dims: dict[str, int], block: int, seed: int, options: dict[str, Any]

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import UsageError
 from ._spec import Arrays, Case, Dim, KernelParam, Op, Output, ShippedKernel
 
 U32 = 2.0**-24  # unit roundoff of float32
@@ -144,12 +143,7 @@ class LossCE(Op):
     )
 
     def validate(self, dims: dict[str, int], block: int) -> None:
-        rows, vocab = dims["rows"], dims["vocab"]
-        if rows * vocab > 1 << 28:
-            raise UsageError(
-                f"rows * vocab = {rows * vocab:,} elements is more than this version checks "
-                f"(at most {1 << 28:,}): use fewer rows; the same kernel code runs for every row."
-            )
+        self.limit_elements(dims, ("rows", "vocab"), 1 << 28)
 
     def cases(
         self, dims: dict[str, int], block: int, seed: int, options: dict[str, Any]

@@ -123,3 +123,38 @@ def test_source_with_defines_and_include_dirs(
     out = capsys.readouterr().out
     assert "scale off by a constant factor 2" in out
     assert f"-D SCALE=2.0f -I {inc}" in out  # the reproduce line carries them
+
+
+def test_attention_with_its_options_and_another_grid(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out_file = tmp_path / "report.json"
+    args = ["run", "attention-bwd", "--batch", "1", "--heads", "2", "--seq", "20", "--head-dim"]
+    args += ["8", "--causal", "--block", "32", "--grid", "7,3", "--json", str(out_file)]
+    code = main(args)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "verdict: pass" in out and "causal" in out and "grid=(7, 3, 1)" in out
+    report = json.loads(out_file.read_text())
+    assert report["options"] == {"causal": True} and report["grid"] == [7, 3, 1]
+    assert "--causal --block 32 --grid 7,3,1" in report["reproduce"]
+    compared = {c["output"] for c in report["checks"] if c["name"] == "compare"}
+    assert compared == {"dq", "dk", "dv"}
+
+
+def test_an_option_of_another_op_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "loss-ce", "--vocab", "30", "--causal"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--causal is not a setting of loss-ce (it belongs to attention-bwd)" in err
+    code = main(["run", "layernorm-bwd", "--grid", "2,x"])
+    assert code == 2 and "--grid 2,x: give 1 to 3 whole numbers" in capsys.readouterr().err
+
+
+def test_list_shows_every_op_with_its_launch(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for op in ("loss-ce", "layernorm-bwd", "attention-bwd"):
+        assert f"{op}:" in out
+    assert "grid = (seq, batch * heads, 1)" in out
+    assert "dgamma (d loss / d gamma; starts as zeros)" in out
