@@ -139,10 +139,19 @@ def _list(args: argparse.Namespace, console: Console) -> int:
 
     if args.json:
         out = {
-            op.id: [
-                {"name": k.name, "expect": k.expect, "description": k.description}
-                for k in op.kernels
-            ]
+            op.id: {
+                "summary": op.summary,
+                "signature": op.signature(),
+                "launch": op.launch_note(),
+                "dims": {d.name: d.default for d in op.dims},
+                "options": {o.name: o.default for o in op.options},
+                "block": op.default_block,
+                "outputs": [{"name": o.name, "wrt": o.wrt, "init": o.init} for o in op.outputs],
+                "kernels": [
+                    {"name": k.name, "expect": k.expect, "description": k.description}
+                    for k in op.kernels
+                ],
+            }
             for op in OPS.values()
         }
         print(json.dumps(out, indent=2))

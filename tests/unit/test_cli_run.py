@@ -77,7 +77,14 @@ def test_kernel_that_does_not_compile_exits_3(
 def test_list_json_maps_ops_to_kernels(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    kernels = out["loss-ce"]
+    assert set(out) == {"loss-ce", "layernorm-bwd", "attention-bwd"}
+    ln = out["layernorm-bwd"]
+    assert ln["options"] == {"eps": 1e-05} and ln["dims"] == {"rows": 64, "hidden": 768}
+    assert [(o["name"], o["init"]) for o in ln["outputs"]] == [
+        ("dx", "poison"), ("dgamma", "zero"), ("dbeta", "zero"),
+    ]  # fmt: skip
+    assert "float* dgamma" in ln["signature"] and out["attention-bwd"]["block"] == 128
+    kernels = out["loss-ce"]["kernels"]
     assert {"name", "expect", "description"} == set(kernels[0])
     by_name = {k["name"]: k["expect"] for k in kernels}
     assert by_name["ce-grad"] == "pass"
