@@ -105,3 +105,16 @@ def test_options_are_checked() -> None:
         gradcheck.check("layernorm-bwd", rows=2, hidden=8, eps=0)
     with pytest.raises(gradcheck.UsageError, match="no dimension or option 'vocab'"):
         gradcheck.check("layernorm-bwd", rows=2, hidden=8, vocab=3)
+
+
+def test_hidden_2_cancels_below_float32_and_says_so() -> None:
+    """With two features dx cancels to the rounding level: inconclusive, with the reason."""
+
+    def kernel(dy, x, gamma, mean, rstd):  # type: ignore[no-untyped-def]
+        r = layernorm.grads(dy, x, gamma, 1e-5, np.float32)
+        return r["dx"], r["dgamma"], r["dbeta"]
+
+    report = gradcheck.check("layernorm-bwd", kernel, rows=4, hidden=2, case="plain")
+    assert report.verdict == "inconclusive"
+    (c,) = [c for c in report.findings if c.name == "compare"]
+    assert c.output == "dx" and "dx is at float32's rounding level" in c.likely_cause
