@@ -351,7 +351,7 @@ def _compare_check(
             ),
             *extra,
         ]
-        # Named wrong formulas and bitwise findings first: they are the strongest evidence.
+        # A named wrong formula first: it is the strongest evidence.
         where.sort(key=lambda p: not any(k.startswith("variant:") for k in p.keys))
         rel = (
             abs(cmp.worst_kernel - cmp.worst_ref) / abs(cmp.worst_ref)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import KernelFault, SignatureMismatch, UsageError, suggest
-from ._launch import CPU_ONLY_OPTIONS, In, InOut, Out
+from ._launch import In, InOut, Out
 from .ops import Arrays, Case, Op, ShippedKernel
 
 KernelCallable = Callable[..., Any]
@@ -90,7 +90,6 @@ class CaseRun:
     schedules: tuple[str, ...] = ()  # the runs that differ only in thread order (or repeat)
     outputs: tuple[tuple[str, Arrays], ...] = ()  # every run: schedules, then ALIGNMENT_RUN (cpu)
     elapsed_s: float = 0.0
-    race_checked: bool = False  # the first run looked for data races (cpu backend)
 
     def runs(self, kind: str) -> list[Arrays]:
         """The runs to hold against the first: "schedules" (other thread orders or repeats) or
@@ -166,7 +165,7 @@ class Runner:
             else ("run 1", "run 2")
         )
         # The race check needs the cpu backend's instrumented build (one more compile, once).
-        self.race_check = self.backend == "cpu" and "races" in CPU_ONLY_OPTIONS
+        self.race_check = self.backend == "cpu"
 
     def check_signature(self) -> None:
         info = getattr(self.fn, "info", None)
@@ -241,7 +240,6 @@ class Runner:
             schedules=self.schedules,
             outputs=tuple(zip(runs, runs_out, strict=True)),
             elapsed_s=elapsed,
-            race_checked=self.race_check,
         )
 
     def _scalars_for(self, case: Case) -> dict[str, Any]:
