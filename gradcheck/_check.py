@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._errors import KernelFault, OutOfBounds, UsageError, suggest
+from ._errors import DataRace, KernelFault, OutOfBounds, UsageError, suggest
 from ._launch import MAX_GRID, normalize_dims
 from ._runner import CaseRun, KernelRef, Runner, resolve_kernel
 from .compare import DEFAULT_FACTOR, POWER_ERROR, Comparison, compare_output
@@ -518,7 +518,17 @@ def _bitwise_check(
 def _fault_check(spec: Op, c: Case, block: int, fault: KernelFault, repro: str) -> Check:
     axis = spec.primary.axes[-1]
     where: list[str] = []
-    if fault.block is not None and fault.thread is not None:
+    if isinstance(fault, DataRace):
+        what = f"{fault.arg_name or 'argument'}[{fault.element}]"
+        if fault.scope == "shared":
+            what = f"shared {fault.shared_array or 'memory'} at byte {fault.offset_bytes}"
+        apart = "in different blocks" if not fault.same_block else "in one block, unordered"
+        where.append(
+            f"{what}: written by block {fault.other_block} thread {fault.other_thread}, then with "
+            f"another value by block {fault.block} thread {fault.thread} ({apart}); "
+            f"{fault.n_elements:,} elements raced"
+        )
+    elif fault.block is not None and fault.thread is not None:
         where.append(f"block {fault.block}, thread {fault.thread}")
         extent = c.dims.get(axis)
         if extent is not None and extent < block and fault.thread[0] >= extent:
