@@ -5,6 +5,8 @@
   gradcheck backends            which backends can run here, and why not
   gradcheck compile FILE.cu     build a kernel source for the cpu backend (and nvcc where present):
                                 its kernels, their signatures, registers / shared memory / spills
+  gradcheck gate                the CI gate: check every kernel x shape in [tool.gradcheck]
+                                (pyproject.toml); JUnit XML, JSON and markdown reports
 
 Exit codes: 0 pass or fd-noise (and inconclusive, with a warning, unless --strict), 1 kernel-bug,
 2 usage error, 3 a kernel could not be built or launched.
@@ -261,6 +263,19 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     return report.exit_code
 
 
+def _gate(args: argparse.Namespace, console: Console) -> int:
+    from .gate import run_command
+
+    return run_command(
+        config=args.config,
+        junit=args.junit,
+        json_path=args.json,
+        markdown_path=args.markdown,
+        baseline=args.baseline,
+        console=console,
+    )
+
+
 def _add_compiler_options(p: argparse.ArgumentParser) -> None:
     """-D and -I, the same for every command that compiles a source."""
     p.add_argument(
@@ -403,6 +418,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--nvcc-check", choices=("auto", "off", "require"), default="auto")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    g = sub.add_parser(
+        "gate",
+        help="the CI gate: check every kernel in [tool.gradcheck] of pyproject.toml",
+        description="Check every kernel x shape listed in [tool.gradcheck] (README: In CI). "
+        "Exit 0: all pass or fd-noise; 1: a kernel-bug or inconclusive check; 3: a kernel "
+        "could not be built or launched; 2: a mistake in the config.",
+    )
+    g.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="a TOML file with the table at its top level or under [tool.gradcheck] "
+        "(default: pyproject.toml here or in the nearest parent directory)",
+    )
+    g.add_argument("--junit", default=None, metavar="FILE", help="write JUnit XML for the CI")
+    g.add_argument("--json", default=None, metavar="FILE", help="write every report as JSON")
+    g.add_argument("--markdown", default=None, metavar="FILE", help="write a PR-comment summary")
+    g.add_argument(
+        "--baseline",
+        default=None,
+        metavar="FILE",
+        help="an earlier --json file: show which checks got worse or better",
+    )
     return p
 
 
@@ -411,7 +449,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Not a terminal (a CI log, a pipe): lay tables out for 120 columns rather than rich's 80.
     console = Console() if sys.stdout.isatty() else Console(width=120)
-    handlers = {"run": _run, "list": _list, "backends": _backends, "compile": _compile}
+    handlers = {
+        "run": _run,
+        "list": _list,
+        "backends": _backends,
+        "compile": _compile,
+        "gate": _gate,
+    }
     try:
         return handlers[args.command](args, console)
     except GradcheckError as exc:
