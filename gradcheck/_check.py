@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -132,44 +133,17 @@ def check(
         cases = [c for c in cases if c.name == case]
 
     def reproduce(c: Case | None = None) -> str:
-        parts = [f"gradcheck run {spec.id}"]
-        d = dict(sizes)
+        d = sizes
         if c is not None and c.name.startswith(tuple(f"{k}=" for k in c.dims)):
             d = dict(c.dims)
-        parts += [f"--{k.replace('_', '-')} {v}" for k, v in d.items()]
-        for o in spec.options:
-            value = options[o.name]
-            if value != o.default:
-                flag = f"--{o.name.replace('_', '-')}"
-                parts.append(flag if o.kind == "flag" else f"{flag} {value:g}")
-        parts += [f"--block {block}"]
-        if grid_t is not None:
-            parts.append(f"--grid {','.join(map(str, grid_t))}")
-        parts.append(f"--seed {seed}")
-        if ref.shipped is None or ref.shipped.name != spec.default_kernel:
-            parts.append(ref.cli_args() or "(kernel given from Python)")
-        if backend not in (None, "auto"):
-            parts.append(f"--backend {backend}")
-        if shared_bytes:
-            parts.append(f"--shared-bytes {shared_bytes}")
-        parts += [f"-D {d}" for d in defines] + [f"-I {i}" for i in include_dirs]
-        if no_extern_c is not None:
-            parts.append("--no-extern-c" if no_extern_c else "--extern-c")
-        if factor != DEFAULT_FACTOR:
-            parts.append(f"--factor {factor:g}")
-        if c is not None:
-            parts.append(f"--case {c.name}")
-        return " ".join(parts)
+        return command_line(
+            spec, ref, d, options, block=block, grid=grid_t, seed=int(seed), backend=backend,
+            shared_bytes=shared_bytes, defines=defines, include_dirs=include_dirs,
+            no_extern_c=no_extern_c, factor=factor, case=c.name if c is not None else case,
+        )  # fmt: skip
 
-    fd32_flags = " --fd32" + "".join(
-        f" --fd32-{k} {v:g}"
-        for k, v in (
-            ("eps", fd32_eps),
-            ("rtol", fd32_rtol),
-            ("atol", fd32_atol),
-            ("samples", fd32_samples),
-        )
-        if v != FD32_DEFAULTS[k]
+    fd32_flags = fd32_arguments(
+        {"eps": fd32_eps, "rtol": fd32_rtol, "atol": fd32_atol, "samples": fd32_samples}
     )
     checks: list[Check] = []
     for c in cases:
@@ -211,6 +185,58 @@ def check(
         version=__version__,
         options={o.name: options[o.name] for o in spec.options},
         grid=grid_t,
+    )
+
+
+def command_line(
+    spec: Op,
+    ref: KernelRef,
+    dims: dict[str, int],
+    options: dict[str, Any],
+    *,
+    block: int,
+    seed: int,
+    grid: Sequence[int] | None = None,
+    backend: str | None = None,
+    shared_bytes: int = 0,
+    defines: Sequence[str] = (),
+    include_dirs: Sequence[str | os.PathLike[str]] = (),
+    no_extern_c: bool | None = None,
+    factor: float = DEFAULT_FACTOR,
+    case: str | None = None,
+) -> str:
+    """The ``gradcheck run`` command that checks the same thing (every reproduce line)."""
+    parts = [f"gradcheck run {spec.id}"]
+    parts += [f"--{k.replace('_', '-')} {v}" for k, v in dims.items()]
+    for o in spec.options:
+        value = options[o.name]
+        if value != o.default:
+            flag = f"--{o.name.replace('_', '-')}"
+            parts.append(flag if o.kind == "flag" else f"{flag} {value:g}")
+    parts.append(f"--block {block}")
+    if grid is not None:
+        parts.append(f"--grid {','.join(map(str, grid))}")
+    parts.append(f"--seed {seed}")
+    if ref.shipped is None or ref.shipped.name != spec.default_kernel:
+        parts.append(ref.cli_args() or "(kernel given from Python)")
+    if backend not in (None, "auto"):
+        parts.append(f"--backend {backend}")
+    if shared_bytes:
+        parts.append(f"--shared-bytes {shared_bytes}")
+    parts += [f"-D {d}" for d in defines] + [f"-I {os.fspath(i)}" for i in include_dirs]
+    if no_extern_c is not None:
+        parts.append("--no-extern-c" if no_extern_c else "--extern-c")
+    if factor != DEFAULT_FACTOR:
+        parts.append(f"--factor {factor:g}")
+    if case is not None:
+        parts.append(f"--case {case}")
+    return " ".join(parts)
+
+
+def fd32_arguments(values: dict[str, float]) -> str:
+    """`` --fd32`` and the --fd32-* options that differ from their defaults."""
+    return " --fd32" + "".join(
+        f" --fd32-{k} {v:g}" for k, v in values.items() if v != FD32_DEFAULTS[k]
     )
 
 

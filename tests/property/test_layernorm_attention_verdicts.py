@@ -7,12 +7,15 @@ then looks between the sweep's points and checks that every catalogue bug is cau
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradcheck
 from gradcheck.ops import get_op
+from gradcheck.strategies import PROFILE, checks
 
 LN = get_op("layernorm-bwd")
 ATTN = get_op("attention-bwd")
@@ -31,9 +34,14 @@ ATTN_SHAPES = (
     (200, 16, 64, False),
     (7, 256, 256, True),
 )
-# First launches compile: no deadline (Hypothesis's 200 ms would flag the compile, not the kernel).
-SETTINGS = settings(
-    deadline=None, max_examples=6, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+# The CI profile: derandomized, no deadline (first launches compile), too_slow suppressed.
+SETTINGS = settings(settings.get_profile(PROFILE), max_examples=6)
+# Sizes biased to the block (block - 1, block, block + 1, 2 * block + 1, % 4 tails ...), blocks
+# with a partial last warp (100) too, eps and causal drawn; the whole input suite at each example.
+LN_CHECKS = checks("layernorm-bwd", blocks=(32, 64, 96, 100, 128, 256, 512, 1024), case=None)
+# seq up to 257 (block 256 + 1) at one head: 2^17 scores.
+ATTN_CHECKS = checks(
+    "attention-bwd", blocks=(32, 64, 100, 128, 256), max_elements=1 << 17, batch=1, case=None
 )
 # The correct kernels' worst error must stay far inside the bound (3x the noise), not just under it.
 MARGIN = 1.0
@@ -67,61 +75,32 @@ def test_attention_sweep_has_no_false_kernel_bug(kernel: str) -> None:
         assert _worst_ratio(report) < MARGIN, str(report)
 
 
-@st.composite
-def ln_sizes(draw: st.DrawFn) -> dict[str, int]:
-    """rows, hidden and block, hidden biased to block - 1, block, block + 1 and odd tails."""
-    block = draw(st.sampled_from((32, 64, 96, 100, 128, 256, 512, 1024)))
-    hidden = draw(
-        st.one_of(
-            st.sampled_from([1, 3, block - 1, block, block + 1, 2 * block + 1, 4 * block + 3]),
-            st.integers(1, 3000),
-        )
-    )
-    return {"rows": draw(st.integers(1, 6)), "hidden": hidden, "block": block,
-            "seed": draw(st.integers(0, 2**16))}  # fmt: skip
-
-
-@st.composite
-def attn_sizes(draw: st.DrawFn) -> dict[str, object]:
-    block = draw(st.sampled_from((32, 64, 100, 128, 256)))
-    seq = draw(st.one_of(st.sampled_from([1, block - 1, block, block + 1]), st.integers(1, 160)))
-    return {
-        "batch": 1,
-        "heads": draw(st.integers(1, 2)),
-        "seq": max(1, seq),
-        "head_dim": draw(st.sampled_from([1, 3, 8, 15, 16, 61, 64, 96])),
-        "block": block,
-        "causal": draw(st.booleans()),
-        "seed": draw(st.integers(0, 2**16)),
-    }
-
-
 @SETTINGS
-@given(ln_sizes(), st.sampled_from(LN_CORRECT))
-def test_layernorm_correct_kernels_never_called_buggy(size: dict[str, int], kernel: str) -> None:
-    report = gradcheck.check("layernorm-bwd", kernel, backend="cpu", **size)  # type: ignore[arg-type]
+@given(LN_CHECKS, st.sampled_from(LN_CORRECT))
+def test_layernorm_correct_kernels_never_called_buggy(kw: dict[str, Any], kernel: str) -> None:
+    report = gradcheck.check("layernorm-bwd", kernel, backend="cpu", **kw)
     assert report.verdict == "pass", str(report)
 
 
 @SETTINGS
-@given(ln_sizes(), st.sampled_from(LN_BUGS))
-def test_layernorm_bugs_caught_at_any_size(size: dict[str, int], kernel: str) -> None:
-    report = gradcheck.check("layernorm-bwd", kernel, backend="cpu", **size)  # type: ignore[arg-type]
+@given(LN_CHECKS, st.sampled_from(LN_BUGS))
+def test_layernorm_bugs_caught_at_any_size(kw: dict[str, Any], kernel: str) -> None:
+    report = gradcheck.check("layernorm-bwd", kernel, backend="cpu", **kw)
     assert report.verdict == "kernel-bug", str(report)
     assert all(c.reproduce for c in report.findings if c.verdict == "kernel-bug")
 
 
 @SETTINGS
-@given(attn_sizes(), st.sampled_from(ATTN_CORRECT))
-def test_attention_correct_kernels_never_called_buggy(size: dict[str, object], kernel: str) -> None:
-    report = gradcheck.check("attention-bwd", kernel, backend="cpu", **size)  # type: ignore[arg-type]
+@given(ATTN_CHECKS, st.sampled_from(ATTN_CORRECT))
+def test_attention_correct_kernels_never_called_buggy(kw: dict[str, Any], kernel: str) -> None:
+    report = gradcheck.check("attention-bwd", kernel, backend="cpu", **kw)
     assert report.verdict == "pass", str(report)
 
 
 @SETTINGS
-@given(attn_sizes(), st.sampled_from(ATTN_BUGS))
-def test_attention_bugs_caught_at_any_size(size: dict[str, object], kernel: str) -> None:
-    report = gradcheck.check("attention-bwd", kernel, backend="cpu", **size)  # type: ignore[arg-type]
+@given(ATTN_CHECKS, st.sampled_from(ATTN_BUGS))
+def test_attention_bugs_caught_at_any_size(kw: dict[str, Any], kernel: str) -> None:
+    report = gradcheck.check("attention-bwd", kernel, backend="cpu", **kw)
     # The suite runs both mask modes and seq around the block, so a causal or seq-dependent bug
     # shows whatever mode and size are asked for.
     assert report.verdict == "kernel-bug", str(report)
