@@ -37,7 +37,9 @@ class KernelRef:
             and isinstance(self.source, (str, os.PathLike))
             and _is_path(self.source)
         ):
-            return f"--source {self.source}" + (f" --function {self.function}" if self.function else "")
+            return f"--source {self.source}" + (
+                f" --function {self.function}" if self.function else ""
+            )
         return ""
 
 
