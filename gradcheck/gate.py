@@ -606,27 +606,23 @@ def check_id(kernel: str, shape: dict[str, Any]) -> str:
 
 def _reproduce(config: GateConfig, entry: KernelEntry, shape: dict[str, Any]) -> str:
     """The `gradcheck run` command for a check that has no report (its kernel did not build)."""
-    parts = [f"gradcheck run {entry.op}"]
-    for k, v in shape.items():
-        flag = f"--{k.replace('_', '-')}"
-        if isinstance(v, bool):
-            parts += [flag] if v else []
-        else:
-            parts.append(f"{flag} {_value(v)}")
-    parts.append(f"--block {entry.block or get_op(entry.op).default_block}")
-    if entry.grid is not None:
-        parts.append(f"--grid {','.join(map(str, entry.grid))}")
-    parts.append(f"--seed {config.seed}")
-    if entry.shipped:
-        parts.append(f"--kernel {entry.kernel}")
-    else:
-        parts.append(f"--source {entry.kernel} --function {entry.function}")
-    if config.backend != "auto":
-        parts.append(f"--backend {config.backend}")
-    parts += [f"-D {d}" for d in entry.defines] + [f"-I {i}" for i in entry.include_dirs]
-    if entry.no_extern_c is not None:
-        parts.append("--no-extern-c" if entry.no_extern_c else "--extern-c")
-    return " ".join(parts)
+    from ._check import _sizes, command_line
+    from ._runner import KernelRef
+
+    spec = get_op(entry.op)
+    dims, options = _sizes(spec, dict(shape))
+    shipped = spec.kernel(entry.kernel) if entry.shipped else None
+    ref = KernelRef(
+        label=entry.name,
+        shipped=shipped,
+        source=None if entry.shipped else Path(entry.kernel),
+        function=entry.function,
+    )
+    return command_line(
+        spec, ref, dims, options, block=entry.block or spec.default_block, grid=entry.grid,
+        seed=config.seed, backend=config.backend, defines=entry.defines,
+        include_dirs=entry.include_dirs, no_extern_c=entry.no_extern_c,
+    )  # fmt: skip
 
 
 def run_gate(
