@@ -113,6 +113,16 @@ def _allowed(seq: int, causal: bool, offset: int = 0) -> np.ndarray:
     return (j <= i + offset) if causal else np.ones((seq, seq), bool)
 
 
+def _probabilities(
+    q: np.ndarray, k: np.ndarray, lse: np.ndarray, scale: float, allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(S, P) as a backward kernel forms them: P = exp(S - lse) with the given lse, 0 where masked."""
+    s: np.ndarray = scale * np.einsum("bhid,bhjd->bhij", q, k)
+    with np.errstate(over="ignore"):
+        p: np.ndarray = np.where(allowed, np.exp(np.where(allowed, s - lse, 0.0)), 0.0)
+    return s, p
+
+
 def _backward(
     case: Case,
     allowed: np.ndarray,
@@ -132,9 +142,7 @@ def _backward(
         q, k, v, o, dout = (np.where(cut, t, 0.0) for t in (q, k, v, o, dout))
     lse = a["lse"].astype(np.float64)[..., None]
     scale = float(case.scalars["scale"])
-    s = scale * np.einsum("bhid,bhjd->bhij", q, k)
-    with np.errstate(over="ignore"):
-        p = np.where(allowed, np.exp(np.where(allowed, s - lse, 0.0)), 0.0)
+    _, p = _probabilities(q, k, lse, scale, allowed)
     dp = np.einsum("bhid,bhjd->bhij", dout, v)
     d = np.sum(dout * o, axis=-1)[..., None]
     ds = p * (dp - d)
@@ -342,9 +350,7 @@ class AttentionBwd(Op):
             return out
 
         qk = "bhid,bhjd->bhij"
-        s = scale * mm(qk, q, k)
-        with np.errstate(over="ignore"):
-            p = np.where(allowed, np.exp(np.where(allowed, s - lse, 0.0)), 0.0)
+        s, p = _probabilities(q, k, lse, scale, allowed)
         # Relative error of P: the dot product q.k, the float32 lse, the subtraction, exp.
         rel_p = scale * sum_err(d, s / scale, mm(qk, q * q, k * k)) + U32 * (
             EXP_ULPS + np.abs(s) + np.abs(lse) + np.abs(s - lse)
