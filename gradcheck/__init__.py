@@ -13,6 +13,7 @@ machine through an emulator that hunts the bugs a GPU hides (``cpu`` backend)::
 
 __version__ = "0.1.0"  # before the imports: submodules read it
 
+from . import probe as probe
 from ._check import check as check
 from ._errors import (
     ArithmeticFault as ArithmeticFault,
@@ -26,6 +27,7 @@ from ._errors import (
 from ._errors import (
     CompileError as CompileError,
 )
+from ._errors import DataMisalignment as DataMisalignment
 from ._errors import DataRace as DataRace
 from ._errors import (
     DeviceAssert as DeviceAssert,
@@ -88,6 +90,7 @@ __all__ = [
     "BarrierDivergence",
     "Check",
     "CompileError",
+    "DataMisalignment",
     "DataRace",
     "DeviceAssert",
     "GradcheckError",
@@ -114,4 +117,5 @@ __all__ = [
     "check",
     "cpu_status",
     "cuda_status",
+    "probe",
 ]

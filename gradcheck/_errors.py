@@ -244,3 +244,16 @@ class KernelBug(VerdictError, AssertionError):
 
 class Inconclusive(VerdictError):
     """The check could not decide (verdict inconclusive), e.g. it had no power."""
+
+
+class DataMisalignment(GradcheckError, AssertionError):
+    """A batch's targets are not its inputs shifted as expected, or its labels are broken.
+
+    Raised by AlignmentReport.raise_for_verdict() and probe.watch(); ``report`` holds the
+    evidence, ``batch`` the index of the batch watch() stopped at (None outside watch()).
+    """
+
+    def __init__(self, message: str, report: object, batch: int | None = None) -> None:
+        self.report = report
+        self.batch = batch
+        super().__init__(message)

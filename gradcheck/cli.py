@@ -276,6 +276,12 @@ def _gate(args: argparse.Namespace, console: Console) -> int:
     )
 
 
+def _probe_data(args: argparse.Namespace, console: Console) -> int:
+    from ._alignment import run_probe_data
+
+    return run_probe_data(args, console)
+
+
 def _add_compiler_options(p: argparse.ArgumentParser) -> None:
     """-D and -I, the same for every command that compiles a source."""
     p.add_argument(
@@ -441,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="an earlier --json file: show which checks got worse or better",
     )
+    from ._alignment import add_probe_data_parser
+
+    add_probe_data_parser(sub)
     return p
 
 
@@ -455,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backends": _backends,
         "compile": _compile,
         "gate": _gate,
+        "probe-data": _probe_data,
     }
     try:
         return handlers[args.command](args, console)
