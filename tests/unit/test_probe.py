@@ -692,3 +692,18 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
         run_cli([str(tmp_path / "b.npz"), "--inputs", "src", "--targets", "lables"])
     with pytest.raises(UsageError, match=r"the directory .* does not exist"):
         run_cli([str(tmp_path / "b.npz"), "--json", str(tmp_path / "no" / "r.json")])
+
+
+def test_probe_data_is_a_gradcheck_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gradcheck.cli import main
+
+    tokens = np.random.default_rng(3).integers(0, 40, size=(4, 65))
+    path = tmp_path / "batch.npz"
+    np.savez(path, input_ids=tokens[:, :-1], labels=tokens[:, :-1])
+    assert main(["probe-data", str(path), "--vocab", "40"]) == 1
+    out = capsys.readouterr().out
+    assert "data-misalignment: targets are the inputs shifted by 0, not 1" in out
+    assert main(["probe-data", str(tmp_path / "missing.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
