@@ -72,6 +72,7 @@ from ._launch import In as In
 from ._launch import InOut as InOut
 from ._launch import Launch as Launch
 from ._launch import Out as Out
+from ._trainlog import diagnose_log as diagnose_log
 from .backends import (
     SourceModule as SourceModule,
 )
@@ -117,5 +118,6 @@ __all__ = [
     "check",
     "cpu_status",
     "cuda_status",
+    "diagnose_log",
     "probe",
 ]

@@ -282,6 +282,12 @@ def _probe_data(args: argparse.Namespace, console: Console) -> int:
     return run_probe_data(args, console)
 
 
+def _diagnose_log(args: argparse.Namespace, console: Console) -> int:
+    from ._trainlog import run_diagnose_log
+
+    return run_diagnose_log(args, console)
+
+
 def _add_compiler_options(p: argparse.ArgumentParser) -> None:
     """-D and -I, the same for every command that compiles a source."""
     p.add_argument(
@@ -448,8 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="an earlier --json file: show which checks got worse or better",
     )
     from ._alignment import add_probe_data_parser
+    from ._trainlog import add_diagnose_log_parser
 
     add_probe_data_parser(sub)
+    add_diagnose_log_parser(sub)
     return p
 
 
@@ -465,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compile": _compile,
         "gate": _gate,
         "probe-data": _probe_data,
+        "diagnose-log": _diagnose_log,
     }
     try:
         return handlers[args.command](args, console)
