@@ -14,6 +14,7 @@ machine through an emulator that hunts the bugs a GPU hides (``cpu`` backend)::
 __version__ = "0.1.0"  # before the imports: submodules read it
 
 from . import probe as probe
+from . import training as training
 from ._check import check as check
 from ._errors import (
     ArithmeticFault as ArithmeticFault,
@@ -72,6 +73,7 @@ from ._launch import In as In
 from ._launch import InOut as InOut
 from ._launch import Launch as Launch
 from ._launch import Out as Out
+from ._training import diagnose_training as diagnose_training
 from ._trainlog import diagnose_log as diagnose_log
 from .backends import (
     SourceModule as SourceModule,
@@ -119,5 +121,7 @@ __all__ = [
     "cpu_status",
     "cuda_status",
     "diagnose_log",
+    "diagnose_training",
     "probe",
+    "training",
 ]
