@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             if log:
                 rec = {
                     "step": step,
-                    "loss": loss,
+                    "loss": loss / args.seq,  # per token, comparable with ln V
                     "grad_norm": gnorm,
                     "lr": args.lr,
                     "param_dist": dist,
