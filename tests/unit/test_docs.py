@@ -27,6 +27,10 @@ def test_every_guide_link_the_reports_print_exists() -> None:
     printed = {a for cause in causes for a in re.findall(r"#([a-z0-9-]+)", cause)}
     printed |= {"layernorm-bwd", "attention-bwd"}  # the named wrong formulas' causes point there
     printed |= {"fd-noise", "kernel-bug", "noise-bound"}
+    # and every anchor written anywhere in the package (the probe, diagnose_training, diagnose-log)
+    for source in (root / "gradcheck").rglob("*.py"):
+        printed |= set(re.findall(r"DIAGNOSTIC_GUIDE\.md#([a-z0-9-]+)", source.read_text()))
+    assert {"data-misalignment", "lr-or-gradient", "training-log"} <= printed
     assert printed <= anchors, printed - anchors
     for op in OPS.values():  # every shipped kernel is a worked example in the guide
         for k in op.kernels:
