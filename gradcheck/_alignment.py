@@ -1154,9 +1154,8 @@ def run_probe_data(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(report, highlight=False, soft_wrap=True)
     if args.json is not None:
-        out = Path(args.json)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
-        tmp.replace(out)
+        from ._files import write_atomically
+
+        write_atomically(args.json, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
         console.print(f"report written to {escape(args.json)}", highlight=False, soft_wrap=True)
     return report.exit_code

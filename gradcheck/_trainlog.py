@@ -1712,8 +1712,8 @@ def run_diagnose_log(args: argparse.Namespace, console: Console) -> int:
             else:
                 console.print(f"plot written to {escape(str(written))}", highlight=False)
     if args.json is not None:
-        tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
-        tmp.write_text(report.to_json() + "\n")
-        tmp.replace(args.json)
+        from ._files import write_atomically
+
+        write_atomically(args.json, report.to_json() + "\n")
         console.print(f"report written to {escape(args.json)}", highlight=False)
     return report.exit_code

@@ -254,9 +254,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         # soft_wrap: a reproduce line must stay one line to copy; the table wraps its own cells
         console.print(r, highlight=False, soft_wrap=not isinstance(r, Table))
     if args.json is not None:
-        tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
-        tmp.write_text(report.to_json() + "\n")
-        tmp.replace(args.json)
+        from ._files import write_atomically
+
+        write_atomically(args.json, report.to_json() + "\n")
         console.print(f"report written to {escape(args.json)}", highlight=False)
     if report.verdict == "inconclusive" and args.strict:
         return 1

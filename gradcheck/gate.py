@@ -65,6 +65,7 @@ from ._errors import (
     UsageError,
     suggest,
 )
+from ._files import write_atomically
 from .ops import OPS, Op, get_op
 from .report import STYLES, finding_lines
 from .results import Check, Report, _jsonable
@@ -1030,17 +1031,6 @@ def renderables(result: GateResult) -> Iterator[RenderableType]:
     yield Text.from_markup(f"gate: [{style}]{result.result}[/]  {escape(result.summary())}")
 
 
-def _write(path: str, text: str) -> None:
-    """Write FILE.tmp, then rename it over FILE: a reader never sees half a report."""
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-    except OSError as exc:
-        raise UsageError(f"could not write {path}: {exc}") from None
-
-
 def run_command(
     *,
     config: str | None,
@@ -1079,7 +1069,7 @@ def run_command(
         (markdown_path, markdown),
     ):
         if value is not None:
-            _write(value, render(result))
+            write_atomically(value, render(result))
             written.append(value)
     for r in renderables(result):
         # soft_wrap: a reproduce line must stay one line to copy; the table wraps its own cells
