@@ -106,6 +106,7 @@ def check(
     if isinstance(shared_bytes, bool) or not isinstance(shared_bytes, int) or shared_bytes < 0:
         raise UsageError(f"shared_bytes={shared_bytes!r} must be a whole number >= 0.")
     spec.validate(sizes, block)
+    _check_memory(spec, sizes)
     say = progress or (lambda _msg: None)
     ref = resolve_kernel(spec, kernel, function)
     say(f"building {ref.label}")
@@ -237,6 +238,38 @@ def fd32_arguments(values: dict[str, float]) -> str:
     """`` --fd32`` and the --fd32-* options that differ from their defaults."""
     return " --fd32" + "".join(
         f" --fd32-{k} {v:g}" for k, v in values.items() if v != FD32_DEFAULTS[k]
+    )
+
+
+# The process at rest (Python, JAX, the compiled references) before any case's arrays.
+BASE_BYTES = 1 << 30
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_memory(spec: Op, sizes: dict[str, int]) -> None:
+    """Refuse, before anything runs, a check this machine cannot hold: the alternative is the
+    kernel's out-of-memory killer ending the user's process midway."""
+    need = BASE_BYTES + spec.bytes_per_unit * spec.work_units(sizes)
+    have = available_memory()
+    if have is None or need <= have:
+        return
+    shown = ", ".join(f"{k}={v:,}" for k, v in sizes.items())
+    raise UsageError(
+        f"checking {spec.id} at {shown} needs about {need / 2**30:.0f} GiB of memory here, and "
+        f"{have / 2**30:.0f} GiB are available: this version holds the whole input suite, its "
+        f"float64 reference and every run at once (about {spec.bytes_per_unit} bytes for each of "
+        f"the {spec.work_units(sizes):,} {spec.work_unit}). {spec.smaller}"
     )
 
 

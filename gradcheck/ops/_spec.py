@@ -161,6 +161,20 @@ class Op(ABC):
     def validate(self, dims: dict[str, int], block: int) -> None:
         """Raise UsageError for sizes the op cannot take."""
 
+    # What a check's memory grows with, and how many bytes of it one unit costs: measured as the
+    # slope of the peak RSS of `gradcheck run` between two sizes on the cpu backend (the whole
+    # suite, its float64 and float32 references and every run are held at once). Ops override.
+    work_unit: str = "elements"
+    bytes_per_unit: int = 128
+    smaller: str = "Use smaller sizes."  # the advice when a check is too large for this machine
+
+    def work_units(self, dims: dict[str, int]) -> int:
+        """How many work units a check at these sizes has (see bytes_per_unit)."""
+        n = 1
+        for d in self.dims:
+            n *= dims[d.name]
+        return n
+
     def limit_elements(self, dims: dict[str, int], names: tuple[str, str], limit: int) -> None:
         """Refuse ``names[0] * names[1]`` above ``limit`` elements, saying which size to lower."""
         a, b = names

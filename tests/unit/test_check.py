@@ -148,3 +148,23 @@ def test_a_compiled_function_is_checked_on_its_own_backend() -> None:
     report = gradcheck.check("loss-ce", mod.get_function("ce_grad_online"), vocab=100, rows=4)
     assert report.verdict == "pass" and report.backend == "cpu"
     assert "(kernel given from Python)" in report.reproduce
+
+
+def test_a_check_too_large_for_the_machine_is_refused_before_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not the out-of-memory killer midway: a UsageError that says how much and what to lower."""
+    import gradcheck._check as check_module
+
+    monkeypatch.setattr(check_module, "available_memory", lambda: 3 << 30)
+    with pytest.raises(gradcheck.UsageError) as exc:
+        gradcheck.check("loss-ce", rows=2048, vocab=32000, backend="cpu")
+    msg = str(exc.value)
+    assert "checking loss-ce at rows=2,048, vocab=32,000 needs about 9 GiB" in msg
+    assert "3 GiB are available" in msg and "Use fewer rows" in msg
+    with pytest.raises(gradcheck.UsageError, match="Use fewer heads"):
+        gradcheck.check("attention-bwd", batch=2, heads=8, seq=1024, backend="cpu")
+    # where the available memory cannot be read, nothing is refused on that account
+    monkeypatch.setattr(check_module, "available_memory", lambda: None)
+    report = gradcheck.check("loss-ce", rows=2, vocab=40, backend="cpu", case="plain")
+    assert report.verdict == "pass"
