@@ -68,6 +68,7 @@ def check(
     include_dirs: Sequence[str] = (),
     no_extern_c: bool | None = None,
     progress: Callable[[str], None] | None = None,
+    steps: Callable[[int, int], None] | None = None,
     **dims: Any,
 ) -> Report:
     """Check a gradient kernel against the op's float64 reference on its whole input suite.
@@ -81,7 +82,9 @@ def check(
     ``rows``, ``hidden``, ``eps``). ``block`` defaults to the op's (256; attention-bwd 128);
     ``grid`` overrides the canonical grid. ``defines`` (``"NAME=VALUE"``) and ``include_dirs`` go
     to the compiler, as in ``gradcheck compile``. ``no_extern_c``: PyCUDA's option; by default a
-    source is wrapped in ``extern "C"`` unless it declares ``extern "C"`` itself.
+    source is wrapped in ``extern "C"`` unless it declares ``extern "C"`` itself. ``progress``
+    gets a line saying what runs now; ``steps(done, total)`` counts the stages of the whole check
+    (per case: the runs, the references, finite differences, and --fd32's check) for a progress bar.
 
     >>> import gradcheck
     >>> report = gradcheck.check("loss-ce", vocab=50, rows=4, backend="cpu")  # doctest: +SKIP
@@ -146,23 +149,37 @@ def check(
     fd32_flags = fd32_arguments(
         {"eps": fd32_eps, "rtol": fd32_rtol, "atol": fd32_atol, "samples": fd32_samples}
     )
+    per_case = [3 + (fd32 and c.name in spec.fd32_cases) for c in cases]
+    total, done = sum(per_case), 0
+
+    def step(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        if steps is not None:
+            steps(done, total)
+
+    step(0)
     checks: list[Check] = []
-    for c in cases:
+    for c, stages in zip(cases, per_case, strict=True):
         say(f"case {c.name}: running {ref.label} ({', '.join(runner.schedules) or 'once'})")
         run = runner.run(c, block, grid_t)
         if run.fault is not None or run.output is None:
             assert run.fault is not None
             checks.append(_fault_check(spec, c, block, run.fault, reproduce(c)))
+            step(stages)
             continue
+        step()
         say(f"case {c.name}: float64 and float32 references")
         ref64 = spec.reference(c, np.float64)
         ref32 = spec.reference(c, np.float32)
         floor = spec.noise_floor(c, ref64)
         found, worst = _case_checks(spec, c, block, run, ref64, ref32, floor, factor, reproduce(c))
         checks.extend(found)
+        step()
         output = run.output
         say(f"case {c.name}: finite differences of the float64 reference")
         checks.append(_reference_fd_check(spec, c, ref64, output, int(seed), reproduce(c)))
+        step()
         if fd32 and c.name in spec.fd32_cases:
             say(f"case {c.name}: the float32 finite-difference check ({fd32_samples} elements)")
             p = spec.primary.name
@@ -171,6 +188,7 @@ def check(
                 eps=fd32_eps, rtol=fd32_rtol, atol=fd32_atol, samples=fd32_samples, seed=int(seed),
             )  # fmt: skip
             checks.append(_fd32_check(c, naive, reproduce(c) + fd32_flags))
+            step()
     return Report(
         verdict=overall(checks),
         op=spec.id,

@@ -221,9 +221,30 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         )
     kernel = args.source if args.source is not None else args.kernel
     err = Console(stderr=True)
-    status = err.status("starting") if err.is_terminal else None
-    if status is not None:
-        status.start()
+    # A terminal gets a progress bar over the check's stages (cases x runs, references, FD); a
+    # log or a pipe gets nothing, so the report stays the only output.
+    bar = None
+    if err.is_terminal:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
+        task = bar.add_task("starting", total=None)
+        bar.start()
     try:
         report = check(
             args.op,
@@ -244,12 +265,19 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             defines=args.define,
             include_dirs=args.include,
             no_extern_c=args.no_extern_c,
-            progress=(lambda msg: status.update(escape(msg))) if status is not None else None,
+            progress=(
+                (lambda msg: bar.update(task, description=escape(msg))) if bar is not None else None
+            ),
+            steps=(
+                (lambda done, total: bar.update(task, completed=done, total=total))
+                if bar is not None
+                else None
+            ),
             **dims,
         )
     finally:
-        if status is not None:
-            status.stop()
+        if bar is not None:
+            bar.stop()
     for r in renderables(report):
         # soft_wrap: a reproduce line must stay one line to copy; the table wraps its own cells
         console.print(r, highlight=False, soft_wrap=not isinstance(r, Table))

@@ -168,3 +168,15 @@ def test_a_check_too_large_for_the_machine_is_refused_before_it_runs(
     monkeypatch.setattr(check_module, "available_memory", lambda: None)
     report = gradcheck.check("loss-ce", rows=2, vocab=40, backend="cpu", case="plain")
     assert report.verdict == "pass"
+
+
+def test_steps_count_the_whole_check_for_a_progress_bar() -> None:
+    seen: list[tuple[int, int]] = []
+    lines: list[str] = []
+    gradcheck.check(
+        "loss-ce", rows=3, vocab=40, backend="cpu", case="plain", fd32=True,
+        steps=lambda done, total: seen.append((done, total)), progress=lines.append,
+    )  # fmt: skip
+    # one case: its runs, the references, reference FD and the fd32 check
+    assert seen == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    assert lines[0] == "building ce-grad" and lines[-1].startswith("case plain: the float32")
