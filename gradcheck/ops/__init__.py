@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._errors import UsageError, suggest
+from ._spec import SAMPLE_ELEMENTS as SAMPLE_ELEMENTS
 from ._spec import Arrays as Arrays
 from ._spec import Case as Case
 from ._spec import Dim as Dim
@@ -12,6 +13,8 @@ from ._spec import Option as Option
 from ._spec import Output as Output
 from ._spec import ShippedKernel as ShippedKernel
 from ._spec import Variant as Variant
+from ._spec import sample_count as sample_count
+from ._spec import sample_note as sample_note
 from .attention_bwd import ATTENTION_BWD
 from .layernorm_bwd import LAYERNORM_BWD
 from .loss_ce import LOSS_CE
@@ -31,6 +34,7 @@ def get_op(name: str) -> Op:
 
 __all__ = [
     "OPS",
+    "SAMPLE_ELEMENTS",
     "Arrays",
     "Case",
     "Dim",
@@ -41,4 +45,6 @@ __all__ = [
     "ShippedKernel",
     "Variant",
     "get_op",
+    "sample_count",
+    "sample_note",
 ]

@@ -79,6 +79,28 @@ class ShippedKernel:
         return Path(str(resources.files("gradcheck.kernels_cuda").joinpath(self.file)))
 
 
+# Above this many elements, an op's extra input distributions (masked rows, large values, edge
+# targets ...) run on a sample of rows (heads for attention) at the full width, and only the plain
+# case runs the whole problem. Those distributions test per-row arithmetic, which every row (one
+# block each) runs with the same code; what depends on the problem's size (the grid, indexing,
+# the number of rows) the plain case covers. At 2^22 elements a case takes a second or two here.
+SAMPLE_ELEMENTS = 1 << 22
+
+
+def sample_count(total: int, per_item: int, minimum: int = 8) -> int:
+    """How many of ``total`` rows (``per_item`` elements each) the extra distributions use."""
+    if total * per_item <= SAMPLE_ELEMENTS:
+        return total
+    return min(total, max(minimum, SAMPLE_ELEMENTS // per_item))
+
+
+def sample_note(used: int, total: int, what: str, width: str) -> str:
+    """The case description's note when it runs on a sample."""
+    if used == total:
+        return ""
+    return f" ({used:,} of {total:,} {what} at the full {width}; plain runs them all)"
+
+
 @dataclass(frozen=True)
 class Variant:
     """A named wrong formula (a bug class): when a kernel's output matches it, "where" says so.

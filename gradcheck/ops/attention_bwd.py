@@ -8,7 +8,19 @@ from typing import Any
 import numpy as np
 
 from .._errors import UsageError
-from ._spec import Arrays, Case, Dim, KernelParam, Op, Option, Output, ShippedKernel, Variant
+from ._spec import (
+    Arrays,
+    Case,
+    Dim,
+    KernelParam,
+    Op,
+    Option,
+    Output,
+    ShippedKernel,
+    Variant,
+    sample_count,
+    sample_note,
+)
 
 U32 = 2.0**-24  # unit roundoff of float32
 TINY32 = 2.0**-126  # smallest normal float32 (flush-to-zero)
@@ -241,17 +253,22 @@ class AttentionBwd(Op):
             out.append(self._case(name, why, q, k, normal(*shape), normal(*shape), c))
 
         add("plain", f"q, k, v, dout ~ N(0, 1), {mode}", (b, h, s, d), causal)
+        # The other distributions on a sample of the heads when the problem is large (_spec.py):
+        # all of them while batch * heads * seq^2 is small, else one batch and fewer heads.
+        nh = sample_count(b * h, s * s, minimum=1)
+        sb, sh = (b, h) if nh == b * h else (1, max(1, min(h, nh)))
+        note = sample_note(sb * sh, b * h, "heads", "seq")
         # One dominant score per query row: softmax saturates (P near one-hot) and dS = P (dP - D)
         # cancels. Saturated to P_max = SATURATION, no further: beyond it the gradient drops below
         # what float32 inputs (o, lse) can resolve and no check has power there.
-        q, k = _saturating(normal(b, h, s, d), normal(b, h, s, d), causal)
-        why = f"one key takes {SATURATION:g} of each query's softmax (dS cancels), {mode}"
-        v, dout = normal(b, h, s, d), normal(b, h, s, d)
+        q, k = _saturating(normal(sb, sh, s, d), normal(sb, sh, s, d), causal)
+        why = f"one key takes {SATURATION:g} of each query's softmax (dS cancels), {mode}" + note
+        v, dout = normal(sb, sh, s, d), normal(sb, sh, s, d)
         out.append(self._case("saturated", why, q, k, v, dout, causal))
         add(
             "large-scores",
-            f"q and k scaled by 4: scores spread ~16, {mode}",
-            (b, h, s, d),
+            f"q and k scaled by 4: scores spread ~16, {mode}" + note,
+            (sb, sh, s, d),
             causal,
             4.0,
         )
@@ -259,8 +276,9 @@ class AttentionBwd(Op):
         add(
             "causal" if other else "no-mask",
             "the other mask mode: "
-            + ("causal (row 0 sees one key: P = 1, dS = 0)" if other else "no mask"),
-            (b, h, s, d),
+            + ("causal (row 0 sees one key: P = 1, dS = 0)" if other else "no mask")
+            + note,
+            (sb, sh, s, d),
             other,
         )
         # Shapes that break kernels, whatever the user asked: seq = 1, seq around the block size,

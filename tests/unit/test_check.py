@@ -180,3 +180,20 @@ def test_steps_count_the_whole_check_for_a_progress_bar() -> None:
     # one case: its runs, the references, reference FD and the fd32 check
     assert seen == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
     assert lines[0] == "building ce-grad" and lines[-1].startswith("case plain: the float32")
+
+
+def test_large_problems_run_the_other_distributions_on_a_sample_of_rows() -> None:
+    spec = get_op("loss-ce")
+    cases = {c.name: c for c in spec.cases({"rows": 1024, "vocab": 32000}, 256, 0, {})}
+    assert cases["plain"].dims == {"rows": 1024, "vocab": 32000}
+    assert cases["masked"].dims == {"rows": 131, "vocab": 32000}
+    note = "(131 of 1,024 rows at the full vocab; plain runs them all)"
+    assert all(note in cases[n].description for n in ("masked", "large-logits", "edge-targets"))
+    small = spec.cases({"rows": 64, "vocab": 2000}, 256, 0, {})
+    assert all(c.dims["rows"] == 64 for c in small if not c.name.startswith("vocab="))
+    # the sample keeps its power: a bug that shows only with masked rows is still found
+    report = gradcheck.check(
+        "loss-ce", "mask-ignored-norm", rows=512, vocab=16384, case="masked", backend="cpu"
+    )
+    assert report.verdict == "kernel-bug"
+    assert report.cases[0]["dims"] == {"rows": 256, "vocab": 16384}
