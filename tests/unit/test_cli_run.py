@@ -165,3 +165,30 @@ def test_list_shows_every_op_with_its_launch(capsys: pytest.CaptureFixture[str])
         assert f"{op}:" in out
     assert "grid = (seq, batch * heads, 1)" in out
     assert "dgamma (d loss / d gamma; starts as zeros)" in out
+
+
+def test_the_command_keeps_jax_compilations_under_gradcheck_cache(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def command(env: dict[str, str]) -> None:
+        code = (
+            "import sys; from gradcheck.cli import console_main; "
+            "sys.argv = ['gradcheck', 'run', 'loss-ce', '--rows', '2', '--vocab', '40', "
+            "'--case', 'plain', '--backend', 'cpu']; sys.exit(console_main())"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    command({"GRADCHECK_CACHE_DIR": str(tmp_path / "gc")})
+    assert any((tmp_path / "gc" / "jax").iterdir())
+    # a JAX cache the user set up is theirs: gradcheck does not put its own in place
+    env = {
+        "GRADCHECK_CACHE_DIR": str(tmp_path / "gc3"),
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine"),
+    }
+    command(env)
+    assert not (tmp_path / "gc3" / "jax").exists()
