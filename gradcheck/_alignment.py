@@ -165,12 +165,12 @@ class AlignmentReport:
 
     def _labels_line(self) -> str:
         vocab = self.options.get("vocab")
-        bounds = f"[0, {vocab:,})" if vocab is not None else "[0, inf)"
+        bounds = f"outside [0, {vocab:,})" if vocab is not None else "negative (no vocab= given)"
         words = [
             f"{self.ignored_share:.1%} ignored (max {self.options.get('max_ignored', 0.5):.0%})"
             if self.ignored_share == self.ignored_share
             else "every position masked",
-            f"{self.out_of_range:,} outside {bounds}",
+            f"{self.out_of_range:,} {bounds}",
             f"{self.labels_on_padding:,} on padding",
         ]
         if self.options.get("eos_id") is not None:
@@ -464,13 +464,17 @@ def _probe(
     n_wild = int(np.count_nonzero(wild))
     wild_at = tuple((where(i), int(t[tuple(i)])) for i in np.argwhere(wild)[:MAX_LISTED])
     if n_wild:
-        bounds = f"[0, {o.vocab:,})" if o.vocab is not None else "[0, inf) (vocab unknown)"
+        plural = "s" if n_wild != 1 else ""
+        what = (
+            f"label{plural} outside [0, {o.vocab:,})"
+            if o.vocab is not None
+            else f"negative label{plural} (no vocab= given, so none is checked against it)"
+        )
         listed = ", ".join(f"[{', '.join(map(str, p))}]={v}" for p, v in wild_at)
         more = " ..." if n_wild > MAX_LISTED else ""
         found.append(
             (
-                f"{n_wild:,} labels outside {bounds} other than ignore_index={o.ignore_index}: "
-                f"{listed}{more}",
+                f"{n_wild:,} {what} other than ignore_index={o.ignore_index}: {listed}{more}",
                 "labels from a tokenizer with a larger vocabulary than the model's, or a "
                 f"collator whose ignore index is not {o.ignore_index} (e.g. -1): a loss kernel "
                 "indexes out of bounds or trains on a wrong class",

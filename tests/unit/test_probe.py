@@ -180,7 +180,7 @@ def test_labels_out_of_range_are_counted_and_located() -> None:
     # Without vocab only negative labels are out of range; ignore_index itself never is.
     targets[0, 0] = -100
     unknown = probe.check_alignment(inputs, targets)
-    assert unknown.out_of_range == 1 and "1 labels outside [0, inf)" in str(unknown)
+    assert unknown.out_of_range == 1 and "1 negative label (no vocab= given" in str(unknown)
 
 
 def test_input_ids_beyond_the_embedding_are_a_finding() -> None:
@@ -659,7 +659,9 @@ def test_cli_named_keys_mask_and_expected_shift(tmp_path: Path) -> None:
     code, out = run_cli([*argv, "--expected-shift", "0"])
     assert (
         code == 1
-        and "260 labels outside [0, inf) (vocab unknown) other than ignore_index=-100" in out
+        and "260 negative labels (no vocab= given, so none is checked against it) other than "
+        "ignore_index=-100"
+        in out
     )
     code, out = run_cli([*argv, "--expected-shift", "0", "--ignore-index", "-1"])
     assert code == 0
