@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._errors import UsageError
+from ._logread import FloatArray, LogSeries
 from ._trainlog import (
     PLOT_INSTALL,
-    FloatArray,
     LogReport,
-    LogSeries,
     _lr,
     diagnose_log,
     rolling_median,
