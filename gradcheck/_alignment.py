@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast
 import numpy as np
 
 from ._errors import DataMisalignment, Inconclusive, UsageError, suggest
+from .results import _finite
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
@@ -102,14 +103,14 @@ class AlignmentReport:
             "verdict": self.verdict,
             "expected_shift": self.expected_shift,
             "best_shift": self.best_shift,
-            "match": {str(k): _number(v) for k, v in self.match.items()},
-            "chance_match": _number(self.chance_match),
+            "match": {str(k): _finite(v) for k, v in self.match.items()},
+            "chance_match": _finite(self.chance_match),
             "shape": list(self.shape),
             "counts": {
                 "positions": self.positions,
                 "valid": self.valid,
                 "comparable": self.comparable,
-                "ignored_share": _number(self.ignored_share),
+                "ignored_share": _finite(self.ignored_share),
                 "out_of_range": self.out_of_range,
                 "inputs_out_of_range": self.inputs_out_of_range,
                 "labels_on_padding": self.labels_on_padding,
@@ -194,10 +195,6 @@ class AlignmentReport:
         yield Text(first, style=STYLES[self.verdict])
         for line in rest:
             yield Text(line)
-
-
-def _number(value: float) -> float | None:
-    return None if value != value or value in (float("inf"), float("-inf")) else float(value)
 
 
 # --------------------------------------------------------------------------------------------

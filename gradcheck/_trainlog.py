@@ -34,6 +34,7 @@ from ._logread import ALIASES as ALIASES
 from ._logread import LogSeries as LogSeries
 from ._logread import format_step as _step
 from ._logread import read_log as read_log
+from .results import _finite
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
@@ -162,7 +163,7 @@ class LogFinding:
             "observed": self.observed,
             "meaning": self.meaning,
             "points_to": self.points_to,
-            "numbers": _plain(self.numbers),
+            "numbers": _finite(self.numbers),
         }
 
 
@@ -243,10 +244,10 @@ class LogReport:
             "likely_cause": self.likely_cause,
             "findings": [f.to_dict() for f in self.findings],
             "next_steps": list(self.next_steps),
-            "signals": _plain(self.signals),
+            "signals": _finite(self.signals),
             "not_computed": dict(self.not_computed),
             "log": {"source": self.source, "records": self.records, "columns": self.columns},
-            "settings": _plain(self.settings),
+            "settings": _finite(self.settings),
             "notes": list(self.notes),
             "guide": GUIDE,
         }
@@ -359,21 +360,6 @@ def _g(x: float) -> str:
 
 def _pct(r: float) -> str:
     return f"{100 * r:.3g}%"
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: numpy scalars to Python, NaN and inf to None, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # --- signals --------------------------------------------------------------------------------

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from ._errors import Inconclusive, KernelBug
 
@@ -122,13 +125,19 @@ class Report:
 
 
 def _finite(value: Any) -> Any:
-    """JSON has no inf or NaN: those numbers become null (e.g. the ratio at an unwritten element)."""
-    if (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
-        return None
+    """JSON-ready: JSON has no inf or NaN, so those numbers become null (e.g. the ratio at an
+    unwritten element); numpy scalars and arrays become Python numbers and lists, tuples lists,
+    dict keys strings. Every report's to_dict goes through it."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {str(k): _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_finite(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
