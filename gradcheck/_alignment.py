@@ -1104,10 +1104,9 @@ def run_probe_data(args: argparse.Namespace, console: Console) -> int:
     from rich.markup import escape
 
     path = Path(args.batch)
-    if args.json is not None and not Path(args.json).parent.is_dir():
-        raise UsageError(
-            f"--json {args.json}: the directory {Path(args.json).parent} does not exist."
-        )
+    from ._files import check_output_dir
+
+    check_output_dir("--json", args.json)
     arrays = _load_npz(path)
     names = list(arrays)
     picked: dict[str, str | None] = {}

@@ -1372,11 +1372,10 @@ def run_diagnose_log(args: argparse.Namespace, console: Console) -> int:
                 f"--plot {args.plot} needs matplotlib, which is not installed: {PLOT_INSTALL} "
                 "(or leave out --plot)."
             )
-    for flag, target in (("--json", args.json), ("--plot", args.plot)):
-        if target is not None and not Path(target).parent.is_dir():
-            raise UsageError(
-                f"{flag} {target}: the directory {Path(target).parent} does not exist."
-            )
+    from ._files import check_output_dir
+
+    check_output_dir("--json", args.json)
+    check_output_dir("--plot", args.plot)
     report = diagnose_log(args.log, vocab=args.vocab, warmup=args.warmup, max_norm=args.max_norm)
     console.print(report, highlight=False, soft_wrap=True)
     if plot_path is not None:

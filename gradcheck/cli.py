@@ -19,7 +19,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -216,10 +215,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("give either --kernel NAME (a shipped kernel) or --source FILE, not both.")
     if args.function is not None and args.source is None:
         raise UsageError("--function names a kernel in --source FILE; give --source too.")
-    if args.json is not None and not Path(args.json).parent.is_dir():
-        raise UsageError(
-            f"--json {args.json}: the directory {Path(args.json).parent} does not exist."
-        )
+    from ._files import check_output_dir
+
+    check_output_dir("--json", args.json)
     kernel = args.source if args.source is not None else args.kernel
     err = Console(stderr=True)
     # A terminal gets a progress bar over the check's stages (cases x runs, references, FD); a

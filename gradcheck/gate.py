@@ -65,7 +65,7 @@ from ._errors import (
     UsageError,
     suggest,
 )
-from ._files import write_atomically
+from ._files import check_output_dir, write_atomically
 from .ops import OPS, Op, get_op
 from .report import STYLES, finding_lines
 from .results import Check, Report, _jsonable
@@ -1043,8 +1043,7 @@ def run_command(
     """`gradcheck gate`: everything a CI step needs; returns the exit code."""
     outputs = {"--junit": junit, "--json": json_path, "--markdown": markdown_path}
     for flag, value in outputs.items():
-        if value is not None and not Path(value).resolve().parent.is_dir():
-            raise UsageError(f"{flag} {value}: the directory {Path(value).parent} does not exist.")
+        check_output_dir(flag, value)
     base = load_baseline(baseline) if baseline is not None else None
     cfg = load_config(config)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
