@@ -213,14 +213,14 @@ class Model:
         self._backward = jax.jit(
             lambda p, x, d: jax.vjp(lambda q: forward(q, x, heads), p)[1](d)[0]
         )
-        self._loss = jax.jit(lambda p, x, y: cross_entropy(forward(p, x, heads), y))
+        self._loss = jax.jit(cross_entropy)  # from the logits already computed: no second forward
 
     def loss_and_grad(self, params: Any, batch: tuple[np.ndarray, np.ndarray]) -> tuple[float, Any]:
         inputs, targets = batch
         logits = np.asarray(self._logits(params, inputs))
         b, t, v = logits.shape
         dlogits = self.loss_grad(logits.reshape(b * t, v), targets.reshape(b * t), b)
-        loss = float(self._loss(params, inputs, targets))
+        loss = float(self._loss(logits, targets))
         return loss, self._backward(params, inputs, dlogits.reshape(b, t, v))
 
     def grad(self, params: Any, batch: tuple[np.ndarray, np.ndarray]) -> Any:
