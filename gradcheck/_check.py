@@ -285,7 +285,7 @@ def _check_memory(spec: Op, sizes: dict[str, int]) -> None:
     shown = ", ".join(f"{k}={v:,}" for k, v in sizes.items())
     raise UsageError(
         f"checking {spec.id} at {shown} needs about {need / 2**30:.0f} GiB of memory here, and "
-        f"{have / 2**30:.0f} GiB are available: this version holds the whole input suite, its "
+        f"{have / 2**30:.0f} GiB are available: this version holds the whole problem, its "
         f"float64 reference and every run at once (about {spec.bytes_per_unit} bytes for each of "
         f"the {spec.work_units(sizes):,} {spec.work_unit}). {spec.smaller}"
     )
