@@ -47,11 +47,12 @@ from ..._launch import (
     check_geometry,
     check_scalar,
     count_poison,
+    poison_fill,
     reject_options,
 )
 from .._source import Source, load_source
 from . import _build
-from ._arena import Align, Arena, Slot
+from ._arena import Align, Arena, HostBuffer, Slot, host_buffer, shared_empty
 from ._nvcc import Resources
 from ._process import WorkerDied, WorkerStalled, worker
 
@@ -342,15 +343,29 @@ class CpuFunction:
             raise UsageError(f"races={races!r} must be True or False.")
         if races:
             workers = 1  # the race check runs the blocks one after another on one OS thread
-        arrays, req_args = self._marshal(args)
+        marshalled, req_args = self._marshal(args)
+        # Arrays from shared_empty() are used in place (the default guard, no race check);
+        # every other array is copied into the arena and its outputs copied back.
+        hosts: dict[int, HostBuffer] = {}
+        if guard == "end" and not races:
+            for i, w in marshalled:
+                hb = host_buffer(w.array)
+                if hb is not None:
+                    hosts[i] = hb
+        arrays = [(i, w) for i, w in marshalled if i not in hosts]
         library = str(self.module.race_library() if races else self.module.build.library)
         proc = worker()
         # The arena is shared from launch to launch: hold the worker's lock while using it.
         with proc.lock:
             proc.load(library)  # again, if the worker was replaced
             arena = Arena([(i, w.array, w.direction) for i, w in arrays], guard)
+            host_fds: list[int] = []
+            for i, w in marshalled:
+                if i in hosts and w.direction == "out":
+                    poison_fill(w.array)
             # What a race check watches: the buffers the kernel may write (non-const pointers).
             watched = [s for s in arena.slots if not self._param(s.arg_index).is_const]
+            directions = {i: w.direction for i, w in marshalled}
             t0 = time.perf_counter()
             req = {
                 "op": "launch",
@@ -369,32 +384,43 @@ class CpuFunction:
                 "arena_bytes": arena.capacity,
                 "guard_pages": arena.guard_pages,
                 "args": [
-                    {"kind": "buffer", "offset": arena.slots[j].offset}
+                    self._host_arg(hosts[i], directions[i], host_fds)
+                    if i in hosts
+                    else {"kind": "buffer", "offset": arena.slots[j].offset}
                     if kind == "buffer"
                     else {"kind": "scalar", "bytes": value}
-                    for j, (kind, value) in _number_buffers(req_args)
+                    for i, (j, (kind, value)) in enumerate(
+                        _number_buffers(
+                            [("host", "") if i in hosts else a for i, a in enumerate(req_args)]
+                        )
+                    )
                 ],
                 "races": bool(races),
                 "race_ranges": [[s.offset, s.nbytes, s.itemsize] for s in watched] if races else [],
             }
-            reply = self._send(proc, req, arena, timeout, b, g)
+            reply = self._send(proc, req, arena, timeout, b, g, host_fds)
             elapsed = time.perf_counter() - t0
             if not reply.get("ok"):
                 raise LaunchError(f"{self.name}: the launch worker failed: {reply.get('error')}")
             raced = reply["rc"] == RACE_FAULT and reply.get("race") is not None
             if reply["rc"] and not raced:
                 proc.restart()  # a faulting kernel may have scribbled on the worker's memory
-                raise self._fault(reply, arena, b, g)
+                raise self._fault(reply, arena, b, g, list(hosts.items()))
             for slot in arena.slots:
                 damage = arena.canary_damage(slot)
                 if damage:
                     raise self._canary_fault(slot.arg_index, damage)
+            for i, hb in hosts.items():
+                reach = hb.canary_damage()
+                if reach:
+                    raise self._canary_fault(i, (reach, 0))
             if raced:  # the launch completed; the caller's arrays stay as they were
                 raise self._race_fault(reply["race"], watched, b, g)
             unwritten: dict[int, int] = {}
-            for slot, (i, w) in zip(arena.slots, arrays, strict=True):
+            for slot, (_, w) in zip(arena.slots, arrays, strict=True):
                 if w.direction in ("out", "inout"):
                     w.array[...] = arena.view(slot, w.array)
+            for i, w in marshalled:
                 if w.direction == "out":
                     n = count_poison(w.array)
                     if n:
@@ -540,6 +566,18 @@ class CpuFunction:
             out.append(("scalar", value.tobytes().hex()))
         return arrays, out
 
+    @staticmethod
+    def _host_arg(hb: HostBuffer, direction: str, fds: list[int]) -> dict[str, Any]:
+        fds.append(hb.fd)
+        return {
+            "kind": "host",
+            "fd": len(fds),  # the arena's memfd goes first
+            "size": hb.size,
+            "offset": hb.offset,
+            "guards": list(hb.guards),
+            "read_only": direction == "in",
+        }
+
     def _send(
         self,
         proc: Any,
@@ -548,6 +586,7 @@ class CpuFunction:
         timeout: float | None,
         b: tuple[int, int, int],
         g: tuple[int, int, int],
+        host_fds: Sequence[int] = (),
     ) -> dict[str, Any]:
         def describe() -> str:
             done, busy = arena.status()
@@ -559,7 +598,7 @@ class CpuFunction:
         try:
             reply: dict[str, Any] = proc.request(
                 req,
-                [arena.fd],
+                [arena.fd, *host_fds],
                 stall_timeout=timeout,
                 progress=arena.status,
                 describe_stall=describe,
@@ -588,7 +627,12 @@ class CpuFunction:
             ) from None
 
     def _fault(
-        self, reply: dict[str, Any], arena: Arena, b: tuple[int, int, int], g: tuple[int, int, int]
+        self,
+        reply: dict[str, Any],
+        arena: Arena,
+        b: tuple[int, int, int],
+        g: tuple[int, int, int],
+        hosts: Sequence[tuple[int, HostBuffer]] = (),
     ) -> GradcheckError:
         kind = reply["kind"]
         block = tuple(reply["block"])
@@ -600,6 +644,25 @@ class CpuFunction:
             access = {1: "write", 0: "read"}.get(reply["write"], "access")
             off = reply["arena_offset"]
             hit = arena.locate(off) if off is not None else None
+            host_hit = reply.get("host_hit")
+            if host_hit is not None:
+                index, hb = hosts[host_hit[0]]
+                slot = Slot(index, hb.offset, hb.nbytes, hb.array.itemsize, (0, 0), hb.guards)
+                hit = slot, host_hit[1] - hb.offset
+                if 0 <= hit[1] < hb.nbytes:  # inside the data: a write to a read-only input
+                    p = self._param(index)
+                    return OutOfBounds(
+                        f"write to an input in {self.name}: {at} writes kernel "
+                        f"{p.label(index).replace('argument', 'arg')} `{p.c_type}` at element "
+                        f"[{hit[1] // max(1, slot.itemsize)}], passed as In (read-only): a "
+                        "kernel that changes its input changes the caller's data. Pass it as "
+                        "InOut (and drop its const) if the kernel is meant to change it.",
+                        arg_index=index,
+                        arg_name=p.name,
+                        access=access,
+                        offset_bytes=hit[1],
+                        **common,
+                    )
             if hit is not None:
                 slot, rel = hit
                 p = self._param(slot.arg_index)
@@ -835,4 +898,5 @@ __all__ = [
     "Param",
     "ScheduleDifference",
     "ScheduleReport",
+    "shared_empty",
 ]

@@ -14,8 +14,9 @@ import contextlib
 import mmap
 import os
 import struct
+import weakref
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -149,3 +150,74 @@ class _Pool:
 
 
 _pool = _Pool()
+
+
+class HostBuffer:
+    """Memory one array shares with the launch worker, so that launches use it in place.
+
+    Laid out as an arena slot with ``align="end"``: a guard page, the data ending against the next
+    guard page, canary bytes in the slack before the data. A launch with the default guard passes
+    such an array to the worker as it is: nothing is copied in or out (an arena would hold a second
+    copy of every argument, which at 4096 x 128256 float32 elements is 2 GiB each). An input
+    (``In``) is mapped read-only in the worker, so a kernel that writes it faults instead of
+    changing the caller's data.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+        count = 1
+        for n in shape:
+            count *= n
+        self.nbytes = count * dtype.itemsize
+        pages = max(1, -(-self.nbytes // PAGE))
+        self.size = (pages + 2) * PAGE
+        self.offset = (pages + 1) * PAGE - self.nbytes
+        self.guards = (0, self.size - PAGE)
+        fd = os.memfd_create("gradcheck-host", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, self.size)
+            mm = mmap.mmap(fd, self.size)
+        except OSError:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.mm = mm
+        mm[PAGE : self.offset] = bytes([CANARY]) * (self.offset - PAGE)
+        self.array: np.ndarray = np.frombuffer(mm, dtype, count, self.offset).reshape(shape)
+        self.address = int(self.array.__array_interface__["data"][0])
+        _hosts[self.address] = self
+        # When the array goes, so does this record (views keep the memory, not the record).
+        weakref.finalize(self.array, _forget, self.address, fd)
+
+    def canary_damage(self) -> int:
+        """Bytes written before the data's start (its end touches the guard page)."""
+        before = np.frombuffer(self.mm, np.uint8, self.offset - PAGE, PAGE)
+        bad = np.flatnonzero(before != CANARY)
+        return int(len(before) - bad[0]) if bad.size else 0
+
+
+_hosts: dict[int, HostBuffer] = {}
+
+
+def _forget(address: int, fd: int) -> None:
+    _hosts.pop(address, None)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def shared_empty(shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+    """An uninitialised array the cpu backend's launches use in place (no copy in or out).
+
+    The cpu backend's counterpart of PyCUDA's ``pagelocked_empty``: pass it as ``In(a)``,
+    ``Out(a)`` or ``InOut(a)`` as any array. Worth it for large buffers (hundreds of MB); a launch
+    with ``guard="start"`` or ``races=True`` copies it as it copies any array.
+    """
+    dims = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
+    return HostBuffer(dims, np.dtype(dtype)).array
+
+
+def host_buffer(array: np.ndarray) -> HostBuffer | None:
+    """The HostBuffer ``array`` is (the whole of it, not a view of part), or None."""
+    hb = _hosts.get(int(array.__array_interface__["data"][0]))
+    if hb is None or array.nbytes != hb.nbytes or not array.flags.c_contiguous:
+        return None
+    return hb

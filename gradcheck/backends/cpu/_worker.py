@@ -16,7 +16,7 @@ import socket
 import sys
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
-PROT_NONE, PROT_RW, MAP_SHARED = 0, 3, 1
+PROT_NONE, PROT_READ, PROT_RW, MAP_SHARED = 0, 1, 3, 1
 ABI_VERSION = 3
 
 
@@ -188,14 +188,41 @@ def arena(fd, size, guards):
     return base
 
 
-def launch(req, fd):
+def map_host(fd, a):
+    """Map a caller's HostBuffer (its own memfd) for one launch: inputs read-only, guards set."""
+    prot = PROT_READ if a["read_only"] else PROT_RW
+    base = libc.mmap(None, a["size"], prot, MAP_SHARED, fd, 0)
+    if base in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap of a host buffer failed")
+    for off in a["guards"]:
+        if libc.mprotect(base + off, PAGE, PROT_NONE) != 0:
+            raise OSError(ctypes.get_errno(), "mprotect of a guard page failed")
+    return base
+
+
+def launch(req, fds):
     lib, table, _ = libraries[req["library"]]
     size = req["arena_bytes"]
-    base = arena(fd, size, req["guard_pages"])
+    base = arena(fds[0], size, req["guard_pages"])
     keep = []
+    hosts = []  # (base, size) of each host buffer mapped for this launch
+    try:
+        for a in req["args"]:
+            if a["kind"] == "host":
+                hosts.append((map_host(fds[a["fd"]], a), a["size"]))
+        return run(req, lib, table, base, size, hosts, keep)
+    finally:
+        for b, n in hosts:
+            libc.munmap(b, n)
+
+
+def run(req, lib, table, base, size, hosts, keep):
+    mapped = iter(hosts)
     for a in req["args"]:
         if a["kind"] == "buffer":
             keep.append(ctypes.c_void_p(base + a["offset"]))
+        elif a["kind"] == "host":
+            keep.append(ctypes.c_void_p(next(mapped)[0] + a["offset"]))
         else:
             keep.append(
                 ctypes.create_string_buffer(bytes.fromhex(a["bytes"]), max(8, len(a["bytes"]) // 2))
@@ -238,6 +265,9 @@ def launch(req, fd):
         "write": spec.fault_write,
         "addr": addr,
         "arena_offset": addr - base if base <= addr < base + size else None,
+        "host_hit": next(
+            ([k, addr - b] for k, (b, n) in enumerate(hosts) if b <= addr < b + n), None
+        ),
         "block": list(spec.fault_block),
         "thread": list(spec.fault_thread),
         "message": spec.message.decode(errors="replace"),
@@ -252,7 +282,7 @@ def main():
     sock = socket.socket(fileno=int(sys.argv[1]))
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 64)
         except (ConnectionError, OSError):
             return
         if not msg:
@@ -262,7 +292,7 @@ def main():
             if req["op"] == "load":
                 reply = load(req["library"])
             elif req["op"] == "launch":
-                reply = launch(req, fds[0])
+                reply = launch(req, fds)
             else:
                 reply = {"ok": False, "error": f"unknown request {req['op']!r}"}
         except Exception as exc:  # reported to the caller, which raises a named error
