@@ -13,12 +13,13 @@ from . import __version__
 from ._errors import DataRace, KernelFault, OutOfBounds, UsageError, suggest
 from ._launch import MAX_GRID, normalize_dims
 from ._runner import CaseRun, KernelRef, Runner, resolve_kernel
+from ._stream import Block, block_count, compare_streamed
 from .compare import DEFAULT_FACTOR, POWER_ERROR, Comparison, compare_output
 from .diagnose import likely_cause, overall
 from .fd import FD32_POWER_ERROR, NaiveFD32, directional, naive_fd32
 from .ops import Arrays, Case, Op, Variant, get_op
 from .results import Check, Report
-from .where import Pattern, describe, heatmap, keys, matching_variants, texts
+from .where import Pattern, describe, heatmap, keys, matching_variants, texts, value_patterns
 
 # The bitwise checks: name -> (the evidence key diagnose knows, what differing outputs did)
 BITWISE = {
@@ -149,7 +150,12 @@ def check(
     fd32_flags = fd32_arguments(
         {"eps": fd32_eps, "rtol": fd32_rtol, "atol": fd32_atol, "samples": fd32_samples}
     )
-    per_case = [3 + (fd32 and c.name in spec.fd32_cases) for c in cases]
+    # A case that runs once is compared a block of rows at a time where the op allows: a stage each.
+    n_blocks = [block_count(spec, c) if c.run_once else 0 for c in cases]
+    per_case = [
+        2 + max(1, b) + (fd32 and c.name in spec.fd32_cases)
+        for c, b in zip(cases, n_blocks, strict=True)
+    ]
     total, done = sum(per_case), 0
 
     def step(n: int = 1) -> None:
@@ -160,34 +166,50 @@ def check(
 
     step(0)
     checks: list[Check] = []
-    for c, stages in zip(cases, per_case, strict=True):
-        say(f"case {c.name}: running {ref.label} ({', '.join(runner.schedules) or 'once'})")
-        run = runner.run(c, block, grid_t)
+    for c, stages, blocks in zip(cases, per_case, n_blocks, strict=True):
+        runs = runner.schedules[:1] if c.run_once else runner.schedules
+        say(f"case {c.name}: running {ref.label} ({', '.join(runs) or 'once'})")
+        run = runner.run(c, block, grid_t, once=c.run_once)
         if run.fault is not None or run.output is None:
             assert run.fault is not None
             checks.append(_fault_check(spec, c, block, run.fault, reproduce(c)))
             step(stages)
             continue
         step()
-        say(f"case {c.name}: float64 and float32 references")
-        ref64 = spec.reference(c, np.float64)
-        ref32 = spec.reference(c, np.float32)
-        floor = spec.noise_floor(c, ref64)
-        found, worst = _case_checks(spec, c, block, run, ref64, ref32, floor, factor, reproduce(c))
-        checks.extend(found)
-        step()
         output = run.output
+        scope = ""
+        if blocks:
+            say(f"case {c.name}: references and comparison, {blocks} blocks of rows")
+            merged, ev = compare_streamed(spec, c, output, factor, tick=step)
+            found, worst = _streamed_checks(spec, c, block, run, merged, ev, factor, reproduce(c))
+            # The checks that need values (FD) look at the block holding the worst element.
+            fd_case, ref64, fd_out, scope = ev.case, ev.ref64, ev.output, ev.rows_text
+            fd_bad = {name: cmp.bad for name, cmp in ev.comparisons.items()}
+        else:
+            say(f"case {c.name}: float64 and float32 references")
+            ref64 = spec.reference(c, np.float64)
+            ref32 = spec.reference(c, np.float32)
+            floor = spec.noise_floor(c, ref64)
+            found, worst = _case_checks(
+                spec, c, block, run, ref64, ref32, floor, factor, reproduce(c)
+            )
+            fd_case, fd_out = c, output
+            fd_bad = {name: cmp.bad for name, cmp in worst.items()}
+            step()
+        checks.extend(found)
         say(f"case {c.name}: finite differences of the float64 reference")
-        checks.append(_reference_fd_check(spec, c, ref64, output, int(seed), reproduce(c)))
+        checks.append(
+            _reference_fd_check(spec, fd_case, ref64, fd_out, int(seed), reproduce(c), scope)
+        )
         step()
         if fd32 and c.name in spec.fd32_cases:
             say(f"case {c.name}: the float32 finite-difference check ({fd32_samples} elements)")
             p = spec.primary.name
             naive = naive_fd32(
-                spec, c, ref64[p], output[p], worst[p].bad,
+                spec, fd_case, ref64[p], fd_out[p], fd_bad[p],
                 eps=fd32_eps, rtol=fd32_rtol, atol=fd32_atol, samples=fd32_samples, seed=int(seed),
             )  # fmt: skip
-            checks.append(_fd32_check(c, naive, reproduce(c) + fd32_flags))
+            checks.append(_fd32_check(c, naive, reproduce(c) + fd32_flags, scope))
             step()
     return Report(
         verdict=overall(checks),
@@ -198,7 +220,15 @@ def check(
         shapes={**sizes, "block": block},
         seed=int(seed),
         checks=tuple(checks),
-        cases=tuple({"name": c.name, "description": c.description, "dims": c.dims} for c in cases),
+        cases=tuple(
+            {
+                "name": c.name,
+                "description": c.description + _once_note(c, b),
+                "dims": c.dims,
+                "run_once": c.run_once,
+            }
+            for c, b in zip(cases, n_blocks, strict=True)
+        ),
         elapsed_s=time.perf_counter() - t0,
         reproduce=reproduce() + (fd32_flags if fd32 else ""),
         version=__version__,
@@ -285,9 +315,8 @@ def _check_memory(spec: Op, sizes: dict[str, int]) -> None:
     shown = ", ".join(f"{k}={v:,}" for k, v in sizes.items())
     raise UsageError(
         f"checking {spec.id} at {shown} needs about {need / 2**30:.0f} GiB of memory here, and "
-        f"{have / 2**30:.0f} GiB are available: this version holds the whole problem, its "
-        f"float64 reference and every run at once (about {spec.bytes_per_unit} bytes for each of "
-        f"the {spec.work_units(sizes):,} {spec.work_unit}). {spec.smaller}"
+        f"{have / 2**30:.0f} GiB are available (about {spec.bytes_per_unit} bytes for each of "
+        f"the {spec.work_units(sizes):,} {spec.work_unit}, measured). {spec.smaller}"
     )
 
 
@@ -356,6 +385,68 @@ def _case_checks(
     return out + bitwise, {name: w[2] for name, w in worst.items()}
 
 
+def _once_note(c: Case, blocks: int) -> str:
+    """What a case that runs once says about it: what was repeated where, and why that holds."""
+    if not c.run_once:
+        return ""
+    compared = f", compared {blocks} blocks of rows at a time" if blocks else ""
+    return (
+        f"; the whole problem, run once on every core{compared}. The thread orders, the other "
+        "alignment and the race check repeat on the sampled cases: every row runs the same "
+        "code, so an order, alignment or race bug shows there as here"
+    )
+
+
+def _streamed_checks(
+    spec: Op,
+    c: Case,
+    block: int,
+    run: CaseRun,
+    merged: dict[str, Comparison],
+    ev: Block,
+    factor: float,
+    repro: str,
+) -> tuple[list[Check], dict[str, Comparison]]:
+    """The compare checks of a case compared a block of rows at a time (it ran once: no bitwise
+    checks). Counts and the map of wrong elements cover every row; the wrong formulas and value
+    patterns are read off the block holding the worst element."""
+    assert run.output is not None
+    run_name = run.outputs[0][0] if run.outputs else ""
+    variants: list[Variant] | None = None
+    out: list[Check] = []
+    for o in spec.outputs:
+        cmp = merged[o.name]
+        found: list[Pattern] = []
+        if cmp.n_bad:
+            bc = ev.comparisons[o.name]
+            if variants is None:
+                variants = spec.variants(ev.case)
+            seen = [
+                *matching_variants(variants, o.name, ev.output[o.name], bc.noise * factor),
+                *value_patterns(
+                    bc.bad, ev.output[o.name], ev.ref64[o.name], bc.unwritten, spec, ev.case, o.name
+                ),
+            ]
+            found = [Pattern(p.keys, f"{p.text} (in {ev.rows_text})") for p in seen]
+        causes = [(f"variant:{v.key}", v.cause) for v in variants or ()]
+        out.append(
+            _compare_check(
+                spec,
+                c,
+                block,
+                o.name,
+                run.output[o.name],
+                None,
+                cmp,
+                repro,
+                run_name,
+                found,
+                causes,
+            )
+        )
+    return out, merged
+
+
 def _sizes(spec: Op, given: dict[str, Any]) -> tuple[dict[str, int], dict[str, Any]]:
     """Split keywords into the op's sizes and options, each checked, defaults filled in."""
     known = {d.name: d for d in spec.dims}
@@ -397,7 +488,7 @@ def _compare_check(
     block: int,
     output: str,
     out: np.ndarray,
-    ref64: np.ndarray,
+    ref64: np.ndarray | None,
     cmp: Comparison,
     repro: str,
     run_name: str = "",
@@ -424,7 +515,15 @@ def _compare_check(
     if cmp.n_bad:
         where = [
             *describe(
-                cmp.bad, out, ref64, cmp.unwritten, op=spec, case=c, block=block, output=output
+                cmp.bad,
+                out,
+                out if ref64 is None else ref64,
+                cmp.unwritten,
+                op=spec,
+                case=c,
+                block=block,
+                output=output,
+                values=ref64 is not None,  # else the caller read them off a block of rows
             ),
             *extra,
         ]
@@ -640,8 +739,10 @@ def _fault_check(spec: Op, c: Case, block: int, fault: KernelFault, repro: str) 
 
 
 def _reference_fd_check(
-    spec: Op, c: Case, ref64: Arrays, out: Arrays, seed: int, repro: str
+    spec: Op, c: Case, ref64: Arrays, out: Arrays, seed: int, repro: str, scope: str = ""
 ) -> Check:
+    """FD of the float64 reference along a random direction (``scope``: the rows it spans,
+    when the case is too large for the whole of it)."""
     d = directional(spec, c, ref64, out, seed)
     kernel_bars = abs(d.kernel - d.fd) / d.error_bar if d.error_bar else float("inf")
     numbers = {
@@ -652,8 +753,9 @@ def _reference_fd_check(
         "steps": list(d.steps),
         "kernel_minus_fd_in_error_bars": kernel_bars,
     }
+    along = f"a random direction in {scope}" if scope else "a random direction"
     text = (
-        f"FD of the float64 loss along a random direction: {d.fd:.10g} +/- {d.error_bar:.1g}; "
+        f"FD of the float64 loss along {along}: {d.fd:.10g} +/- {d.error_bar:.1g}; "
         f"autodiff {d.autodiff:.10g}; kernel {d.kernel:.10g}"
     )
     if d.agrees:
@@ -669,7 +771,7 @@ def _reference_fd_check(
     )
 
 
-def _fd32_check(c: Case, fd: NaiveFD32, repro: str) -> Check:
+def _fd32_check(c: Case, fd: NaiveFD32, repro: str, scope: str = "") -> Check:
     numbers: dict[str, Any] = {
         "eps": fd.eps,
         "rtol": fd.rtol,
@@ -684,7 +786,9 @@ def _fd32_check(c: Case, fd: NaiveFD32, repro: str) -> Check:
         "loss": fd.loss,
         "power_share_20pct": fd.power_share,
     }
-    tol = f"eps {fd.eps:g}, rtol {fd.rtol:g}, atol {fd.atol:g}"
+    tol = f"eps {fd.eps:g}, rtol {fd.rtol:g}, atol {fd.atol:g}" + (
+        f"; the loss of {scope} only" if scope else ""
+    )
     parts = (
         f"FD rounding up to {numbers['max_fd_rounding']:.2g} (model eps32*|loss|/eps = "
         f"{fd.predicted_rounding:.2g}), step {numbers['max_fd_step_error']:.2g}, "

@@ -17,6 +17,9 @@ from .ops import Arrays, Case, Op, ShippedKernel
 
 KernelCallable = Callable[..., Any]
 ALIGNMENT_RUN = "asc+page-aligned"
+# Inputs at least this large run in place on the cpu backend when a case runs once (a copy in the
+# launch arena would double them: 2 GiB of logits at 4096 x 128256).
+IN_PLACE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -197,27 +200,44 @@ class Runner:
                     f"{'a pointer to ' if w.kind != 'scalar' else ''}{w.dtype} {w.name}.\n{fmt()}"
                 )
 
-    def run(self, case: Case, block: int, grid: tuple[int, ...] | None = None) -> CaseRun:
+    def run(
+        self, case: Case, block: int, grid: tuple[int, ...] | None = None, *, once: bool = False
+    ) -> CaseRun:
         """Launch once per schedule (cpu: thread orders, then a different buffer alignment).
 
-        On the cpu backend the first launch also looks for data races (``races=True``)."""
+        On the cpu backend the first launch also looks for data races (``races=True``).
+        ``once``: a single launch, on every core, with the case's large buffers in memory the
+        backend uses in place (no copies): for a problem too large to repeat (Case.run_once)."""
         if self.fn is None:
             return self._run_callable(case)
         b, canonical = self.op.geometry(case, block)
         g = grid or canonical
+        empty: Callable[[tuple[int, ...]], np.ndarray] = lambda shape: np.empty(shape, np.float32)  # noqa: E731
+        if once and self.backend == "cpu":
+            from .backends.cpu import shared_empty
+
+            empty = shared_empty
+            for name, a in case.arrays.items():
+                if a.nbytes >= IN_PLACE_BYTES:
+                    shared = shared_empty(a.shape, a.dtype)
+                    shared[...] = a
+                    case.arrays[name] = shared  # the case's own copy goes
         args = case.kernel_args(self.op.params)
         runs_out: list[Arrays] = []
         elapsed = 0.0
         runs = list(self.schedules) + ([ALIGNMENT_RUN] if self.backend == "cpu" else [])
+        if once:
+            runs = runs[:1]
         for k, sched in enumerate(runs):
             outs: Arrays = {}
             wrapped: dict[str, Any] = {}
             for o in self.op.outputs:
+                shape = case.output_shapes[o.name]
+                outs[o.name] = empty(shape)
                 if o.init == "zero":
-                    outs[o.name] = np.zeros(case.output_shapes[o.name], np.float32)
+                    outs[o.name][...] = 0.0
                     wrapped[o.name] = InOut(outs[o.name])
                 else:
-                    outs[o.name] = np.empty(case.output_shapes[o.name], np.float32)
                     wrapped[o.name] = Out(outs[o.name])
             call = [
                 wrapped[p.name] if p.name in wrapped else (In(a) if p.kind == "in" else a)
@@ -229,7 +249,9 @@ class Runner:
                 # last run puts them at the start of a page instead (vectorised-load bugs move).
                 guard = "start" if sched == ALIGNMENT_RUN else "end"
                 launch.update(schedule=sched.split("+")[0], workers=1, guard=guard)
-                if k == 0 and self.race_check:
+                if once:
+                    launch.update(workers=None)  # every core
+                elif k == 0 and self.race_check:
                     launch.update(races=True)
             try:
                 result = self.fn.launch(*call, **launch)
@@ -239,7 +261,7 @@ class Runner:
             runs_out.append(outs)
         return CaseRun(
             output=runs_out[0],
-            schedules=self.schedules,
+            schedules=tuple(runs) if once else self.schedules,
             outputs=tuple(zip(runs, runs_out, strict=True)),
             elapsed_s=elapsed,
         )

@@ -45,6 +45,11 @@ class Comparison:
     bad: np.ndarray
     unwritten: np.ndarray
     noise: np.ndarray  # per element, in the output's units; the bound is factor * noise
+    # What merging comparisons of blocks of rows needs (merge_rows): sum of |ref| on elements
+    # where a POWER_ERROR error is caught, and in all; counts of bound / |ref| per REL_BINS bin.
+    power_caught: float = 0.0
+    power_total: float = 0.0
+    rel_hist: np.ndarray | None = None
 
     @property
     def has_power(self) -> bool:
@@ -75,11 +80,33 @@ def noise(floor: np.ndarray, ref64: np.ndarray, ref32: np.ndarray) -> tuple[np.n
     return floor * lift, ratio
 
 
-def _power_share(rel_bound: np.ndarray, magnitude: np.ndarray) -> float:
+def _power_sums(rel_bound: np.ndarray, magnitude: np.ndarray) -> tuple[float, float]:
     total = float(np.sum(magnitude))
-    if not rel_bound.size or total == 0:
-        return 1.0
-    return float(np.sum(magnitude[rel_bound < POWER_ERROR]) / total)
+    return float(np.sum(magnitude[rel_bound < POWER_ERROR])), total
+
+
+def _share(caught: float, total: float) -> float:
+    return caught / total if total else 1.0
+
+
+# bound / |ref| is kept as a histogram when comparisons are merged: REL_PER_DECADE bins per decade
+# from 10^REL_LOW, so the merged median is within 1.2% of the exact one.
+REL_LOW, REL_PER_DECADE, REL_BINS = -24, 100, 3000
+
+
+def _rel_hist(rel_bound: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos = (np.log10(rel_bound) - REL_LOW) * REL_PER_DECADE
+    idx = np.clip(np.nan_to_num(pos, nan=REL_BINS - 1, posinf=REL_BINS - 1), 0, REL_BINS - 1)
+    return np.bincount(idx.astype(np.int64), minlength=REL_BINS)
+
+
+def _hist_median(hist: np.ndarray) -> float:
+    total = int(hist.sum())
+    if not total:
+        return 0.0
+    k = int(np.searchsorted(np.cumsum(hist), (total + 1) / 2))
+    return float(10.0 ** (REL_LOW + (k + 0.5) / REL_PER_DECADE))
 
 
 def compare_output(
@@ -89,8 +116,11 @@ def compare_output(
     floor: np.ndarray,
     *,
     factor: float = DEFAULT_FACTOR,
+    mergeable: bool = False,
 ) -> Comparison:
-    """Compare ``kernel`` (float32) with ``ref64``; see the module docstring for the bound."""
+    """Compare ``kernel`` (float32) with ``ref64``; see the module docstring for the bound.
+
+    ``mergeable``: also keep what ``merge_rows`` needs (a comparison of a block of rows)."""
     unwritten = poison_mask(kernel)
     noise_, ref32_ratio = noise(floor, ref64, ref32)
     k = kernel.astype(np.float64)
@@ -103,7 +133,9 @@ def compare_output(
     n = int(kernel.size)
     worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape)) if n else ()
     nz = ref64 != 0
-    rel_bound = (factor * noise_[nz]) / np.abs(ref64[nz])
+    magnitude = np.abs(ref64[nz])
+    rel_bound = (factor * noise_[nz]) / magnitude
+    caught, total = _power_sums(rel_bound, magnitude)
     return Comparison(
         n=n,
         n_bad=int(np.count_nonzero(bad)),
@@ -117,9 +149,62 @@ def compare_output(
         ref32_ratio=ref32_ratio,
         factor=factor,
         detectable_rel=float(np.median(rel_bound)) if rel_bound.size else 0.0,
-        power_share=_power_share(rel_bound, np.abs(ref64[nz])),
+        power_share=_share(caught, total),
         n_exact=int(np.count_nonzero(~nz)),
         bad=bad,
         unwritten=unwritten,
         noise=noise_,
+        power_caught=caught,
+        power_total=total,
+        rel_hist=_rel_hist(rel_bound) if mergeable else None,
+    )
+
+
+def merge_rows(parts: list[tuple[int, Comparison]], shape: tuple[int, ...]) -> Comparison:
+    """One comparison of an output of ``shape`` from comparisons of blocks of its rows (first
+    axis), each given with its first row and made with ``mergeable=True``.
+
+    ``bad`` and ``unwritten`` are whole-output arrays only where some element is (otherwise a
+    read-only view of False, which costs no memory); ``noise`` is not kept (NaN view): the
+    noise of a block is recomputed where it is needed. The median of bound / |ref| comes from
+    the blocks' histograms (within 1.2%)."""
+    assert parts, "merge_rows needs at least one block"
+    n_bad = sum(c.n_bad for _, c in parts)
+    n_unwritten = sum(c.n_unwritten for _, c in parts)
+    bad: np.ndarray = np.broadcast_to(np.False_, shape)
+    unwritten: np.ndarray = np.broadcast_to(np.False_, shape)
+    if n_bad:
+        bad = np.zeros(shape, bool)
+    if n_unwritten:
+        unwritten = np.zeros(shape, bool)
+    for lo, c in parts:
+        if c.n_bad:
+            bad[lo : lo + c.bad.shape[0]] = c.bad
+        if c.n_unwritten:
+            unwritten[lo : lo + c.unwritten.shape[0]] = c.unwritten
+    lo, worst = max(parts, key=lambda p: p[1].max_ratio)
+    hist = np.sum([c.rel_hist for _, c in parts if c.rel_hist is not None], axis=0)
+    caught = sum(c.power_caught for _, c in parts)
+    total = sum(c.power_total for _, c in parts)
+    return Comparison(
+        n=sum(c.n for _, c in parts),
+        n_bad=n_bad,
+        n_unwritten=n_unwritten,
+        n_nonfinite=sum(c.n_nonfinite for _, c in parts),
+        max_ratio=worst.max_ratio,
+        worst=(worst.worst[0] + lo, *worst.worst[1:]) if worst.worst else (),
+        worst_kernel=worst.worst_kernel,
+        worst_ref=worst.worst_ref,
+        worst_bound=worst.worst_bound,
+        ref32_ratio=max(c.ref32_ratio for _, c in parts),
+        factor=worst.factor,
+        detectable_rel=_hist_median(hist),
+        power_share=_share(caught, total),
+        n_exact=sum(c.n_exact for _, c in parts),
+        bad=bad,
+        unwritten=unwritten,
+        noise=np.broadcast_to(np.nan, shape),
+        power_caught=caught,
+        power_total=total,
+        rel_hist=hist,
     )

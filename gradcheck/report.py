@@ -112,9 +112,15 @@ def _table(report: Report) -> Table:
             _ratio(old),
         ):
             slot[key] = c
+    once = {c["name"] for c in report.cases if c.get("run_once")}
     for case, checks in by_case.items():
         verdict = overall(every[case])
-        table.add_row(escape(case), _verdict(verdict), *(_cell(checks.get(n)) for n in names))
+        cells = [
+            "ran once" if n in ("schedules", "alignment") and case in once and n not in checks
+            else _cell(checks.get(n))
+            for n in names
+        ]  # fmt: skip
+        table.add_row(escape(case), _verdict(verdict), *cells)
     return table
 
 

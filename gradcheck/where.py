@@ -99,7 +99,7 @@ def describe(
         out[:0] = _axis_patterns(b2, cols, block, axis_name)
         out.extend(_row_patterns(b2))
         for label, where in case.labels.get(spec.name, {}).items():
-            lab = np.asarray(where).reshape(b2.shape)
+            lab = np.asarray(where() if callable(where) else where).reshape(b2.shape)
             if lab.all():
                 continue  # a label that covers everything says nothing
             if lab.any() and not (b2 & ~lab).any():
@@ -108,7 +108,7 @@ def describe(
             elif lab.mean() >= 0.1 and not (b2 & lab).any() and (b2 & ~lab).any():
                 out.append(Pattern((f"never:{label}",), f"never {label}"))
     if values:
-        out.extend(_value_patterns(bad, kernel, ref, unwritten, op, case, spec.name))
+        out.extend(value_patterns(bad, kernel, ref, unwritten, op, case, spec.name))
     return out
 
 
@@ -186,7 +186,7 @@ def _row_patterns(b2: np.ndarray) -> list[Pattern]:
     return []
 
 
-def _value_patterns(
+def value_patterns(
     bad: np.ndarray,
     kernel: np.ndarray,
     ref: np.ndarray,
@@ -195,6 +195,7 @@ def _value_patterns(
     case: Case,
     output: str,
 ) -> list[Pattern]:
+    """What the wrong values are: a flipped sign, zeros, a constant factor (and what it means)."""
     sel = bad & np.isfinite(kernel) & ~unwritten & (ref != 0)
     if np.count_nonzero(sel) < 2:
         return []

@@ -9,6 +9,7 @@ The core (runner, compare, where, fd, report) works on any op through this inter
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,7 @@ from .._errors import UsageError
 
 Expect = Literal["pass", "kernel-bug"]
 Arrays = dict[str, np.ndarray]
+Label = np.ndarray | Callable[[], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,13 @@ class Case:
     arrays: Arrays
     scalars: dict[str, float | int]
     output_shapes: dict[str, tuple[int, ...]]
-    # Per output, named subsets of its elements that "where" can point at (e.g. masked rows).
-    labels: dict[str, Arrays] = field(default_factory=dict)
+    # Per output, named subsets of its elements that "where" can point at (e.g. masked rows): a
+    # boolean array of the output's shape, or a function making one (built only when needed).
+    labels: dict[str, dict[str, Label]] = field(default_factory=dict)
+    # The whole problem at a size where the other cases run on a sample (SAMPLE_ELEMENTS): it runs
+    # once, on every core; the repeats (thread orders, alignment, the race check) run on the
+    # sampled cases.
+    run_once: bool = False
 
     def kernel_args(self, params: tuple[KernelParam, ...]) -> list[Any]:
         """Values in signature order; None in the places of the outputs."""
@@ -184,10 +191,11 @@ class Op(ABC):
         """Raise UsageError for sizes the op cannot take."""
 
     # What a check's memory grows with, and how many bytes of it one unit costs: measured as the
-    # slope of the peak RSS of `gradcheck run` between two sizes on the cpu backend, when every
-    # case ran at the full size. Since the other cases run on a row sample (SAMPLE_ELEMENTS) the
-    # slope is lower (loss-ce 96, layernorm-bwd 103 bytes per element); the larger figures are
-    # kept, so the refusal errs on the side of the user's process. Ops override.
+    # slope of the peak RSS of `gradcheck run` between two sizes on the cpu backend. For ops that
+    # hold their whole plain case (layernorm-bwd, attention-bwd) it was measured when every case
+    # ran at the full size; since the other cases run on a row sample (SAMPLE_ELEMENTS) the slope
+    # is lower (layernorm-bwd 103 bytes per element, not 134); the larger figures are kept, so
+    # the refusal errs on the side of the user's process. Ops override.
     work_unit: str = "elements"
     bytes_per_unit: int = 128
     smaller: str = "Use smaller sizes."  # the advice when a check is too large for this machine
@@ -238,6 +246,17 @@ class Op(ABC):
         """An op-specific reading of "off by a constant factor": (key, text), e.g. a wrong
         normaliser; None when the factor means nothing particular."""
         return None
+
+    def stream_rows(self, case: Case) -> int | None:
+        """The rows (first axis of every output) in which a comparison of ``case`` may be done a
+        block at a time, or None when the outputs are not row by row (a sum over rows, say)."""
+        return None
+
+    def rows(self, case: Case, lo: int, hi: int) -> Case:
+        """``case`` cut to rows ``lo .. hi - 1`` of its outputs, keeping the whole case's
+        normalisation: its reference is rows ``lo .. hi - 1`` of the whole case's reference.
+        Ops whose ``stream_rows`` is not None implement it."""
+        raise NotImplementedError(f"{self.id} does not compare a block of rows at a time")
 
     def variants(self, case: Case) -> list[Variant]:
         """Wrong formulas worth naming when a kernel is off (computed only when it is)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -258,6 +259,7 @@ class AttentionBwd(Op):
         nh = sample_count(b * h, s * s, minimum=1)
         sb, sh = (b, h) if nh == b * h else (1, max(1, min(h, nh)))
         note = sample_note(sb * sh, b * h, "heads", "seq")
+        out[-1] = replace(out[-1], run_once=sb * sh < b * h)
         # One dominant score per query row: softmax saturates (P near one-hot) and dS = P (dP - D)
         # cancels. Saturated to P_max = SATURATION, no further: beyond it the gradient drops below
         # what float32 inputs (o, lse) can resolve and no check has power there.

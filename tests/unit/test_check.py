@@ -158,9 +158,9 @@ def test_a_check_too_large_for_the_machine_is_refused_before_it_runs(
 
     monkeypatch.setattr(check_module, "available_memory", lambda: 3 << 30)
     with pytest.raises(gradcheck.UsageError) as exc:
-        gradcheck.check("loss-ce", rows=2048, vocab=32000, backend="cpu")
+        gradcheck.check("loss-ce", rows=4096, vocab=128256, backend="cpu")
     msg = str(exc.value)
-    assert "checking loss-ce at rows=2,048, vocab=32,000 needs about 9 GiB" in msg
+    assert "checking loss-ce at rows=4,096, vocab=128,256 needs about 7 GiB" in msg
     assert "3 GiB are available" in msg and "Use fewer rows" in msg
     with pytest.raises(gradcheck.UsageError, match="Use fewer heads"):
         gradcheck.check("attention-bwd", batch=2, heads=8, seq=1024, backend="cpu")

@@ -1,0 +1,165 @@
+"""Checks at the scale people train at: buffers used in place, comparisons a block of rows at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradcheck
+import gradcheck._stream as stream
+from gradcheck import In, Out
+from gradcheck.backends.cpu import CpuSourceModule, shared_empty
+from gradcheck.compare import compare_output, merge_rows
+from gradcheck.ops import get_op
+
+OP = get_op("loss-ce")
+
+COPY = r"""
+__global__ void copy(float* out, const float* in, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = 2.0f * in[i];
+}
+__global__ void scribble(float* out, const float* in, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) { out[i] = in[i]; if (i == 5) ((float*)in)[i] = 0.0f; }
+}
+__global__ void past_end(float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    out[i] = 1.0f;  // no bounds test: the last block writes past n
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def mod() -> CpuSourceModule:
+    return CpuSourceModule(COPY)
+
+
+def test_shared_arrays_are_used_in_place(mod: CpuSourceModule) -> None:
+    n = 1000
+    x = shared_empty(n)
+    x[...] = np.arange(n, dtype=np.float32)
+    out = shared_empty((n,))
+    mod.get_function("copy")(Out(out), In(x), np.int32(n), block=(128, 1, 1), grid=(8, 1))
+    np.testing.assert_array_equal(out, 2 * np.arange(n, dtype=np.float32))
+    # the same call on ordinary arrays (copied through the launch arena) agrees
+    plain_out = np.empty(n, np.float32)
+    mod.get_function("copy")(
+        Out(plain_out), In(x.copy()), np.int32(n), block=(128, 1, 1), grid=(8, 1)
+    )
+    np.testing.assert_array_equal(out, plain_out)
+
+
+def test_a_kernel_writing_a_shared_input_faults_and_leaves_it_as_it_was(
+    mod: CpuSourceModule,
+) -> None:
+    n = 64
+    x = shared_empty(n)
+    x[...] = 3.0
+    out = shared_empty(n)
+    with pytest.raises(
+        gradcheck.OutOfBounds, match=r"write to an input .* passed as In \(read-only\)"
+    ) as exc:
+        mod.get_function("scribble")(Out(out), In(x), np.int32(n), block=(64, 1, 1), grid=(1, 1))
+    assert exc.value.arg_name == "in" and exc.value.offset_bytes == 5 * 4
+    assert np.all(x == 3.0)
+
+
+def test_shared_buffers_keep_their_guard_page(mod: CpuSourceModule) -> None:
+    out = shared_empty(100)
+    with pytest.raises(
+        gradcheck.OutOfBounds, match=r"out-of-bounds write .* just past the end"
+    ) as exc:
+        mod.get_function("past_end")(Out(out), np.int32(100), block=(64, 1, 1), grid=(2, 1))
+    assert exc.value.arg_name == "out"
+    # guard="start" (and the race check) copy a shared array as any other: a result all the same
+    mod.get_function("copy")(
+        Out(out), In(np.ones(100, np.float32)), np.int32(100), block=(64, 1, 1), grid=(2, 1),
+        guard="start",
+    )  # fmt: skip
+    assert np.all(out == 2.0)
+
+
+def _blocks(case: object, output: np.ndarray, step: int) -> list[tuple[int, object]]:
+    parts = []
+    for lo in range(0, output.shape[0], step):
+        hi = min(output.shape[0], lo + step)
+        sub = OP.rows(case, lo, hi)  # type: ignore[arg-type]
+        r64, r32 = OP.reference(sub, np.float64), OP.reference(sub, np.float32)
+        floor = OP.noise_floor(sub, r64)
+        parts.append(
+            (
+                lo,
+                compare_output(
+                    output[lo:hi], r64["grad"], r32["grad"], floor["grad"], mergeable=True
+                ),
+            )
+        )
+    return parts
+
+
+def test_blocks_of_rows_merge_into_the_whole_comparison() -> None:
+    case = OP.cases({"rows": 37, "vocab": 3001}, 256, 4, {})[1]  # masked: n_valid < rows
+    r64, r32 = OP.reference(case, np.float64), OP.reference(case, np.float32)
+    floor = OP.noise_floor(case, r64)
+    out = r32["grad"].copy()
+    out[3, 17] *= np.float32(1.01)  # two wrong elements, in different blocks
+    out[30, 3000] = np.float32(np.nan)
+    whole = compare_output(out, r64["grad"], r32["grad"], floor["grad"])
+    merged = merge_rows(_blocks(case, out, 5), out.shape)  # type: ignore[arg-type]
+    assert (merged.n, merged.n_bad, merged.n_nonfinite, merged.n_exact) == (
+        whole.n, whole.n_bad, whole.n_nonfinite, whole.n_exact
+    )  # fmt: skip
+    assert merged.n_bad == 2 and merged.worst == whole.worst == (30, 3000)
+    np.testing.assert_array_equal(merged.bad, whole.bad)
+    assert merged.power_share == pytest.approx(whole.power_share, rel=1e-12)
+    assert merged.ref32_ratio == whole.ref32_ratio
+    # the median of bound / |ref| comes from histograms: within 1.2%
+    assert merged.detectable_rel == pytest.approx(whole.detectable_rel, rel=0.012)
+
+
+def test_a_block_reference_is_the_whole_reference_cut() -> None:
+    """The rows' share of the loss keeps the whole batch's 1 / n_valid."""
+    case = OP.cases({"rows": 20, "vocab": 300}, 256, 2, {})[1]
+    whole = OP.reference(case, np.float64)["grad"]
+    part = OP.reference(OP.rows(case, 6, 13), np.float64)["grad"]
+    np.testing.assert_allclose(part, whole[6:13], rtol=1e-15, atol=0)
+
+
+def test_a_large_check_runs_plain_once_and_compares_it_in_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stream, "BLOCK_ELEMENTS", 1 << 19)
+    seen: list[tuple[int, int]] = []
+    report = gradcheck.check(
+        "loss-ce", rows=48, vocab=100_003, backend="cpu", steps=lambda d, t: seen.append((d, t))
+    )
+    assert report.verdict == "pass"
+    plain = report.cases[0]
+    assert plain["name"] == "plain"
+    assert (
+        "the whole problem, run once on every core, compared 10 blocks of rows"
+        in plain["description"]
+    )
+    names = {(c.case, c.name) for c in report.checks}
+    assert ("plain", "schedules") not in names and ("masked", "schedules") in names
+    compare = next(c for c in report.checks if c.case == "plain" and c.name == "compare")
+    assert compare.numbers["elements"] == 48 * 100_003
+    fd = next(c for c in report.checks if c.case == "plain" and c.name == "reference-fd")
+    assert "a random direction in rows" in fd.summary and fd.verdict == "pass"
+    assert seen[-1][0] == seen[-1][1] and len(seen) > 10  # a step per block
+
+
+@pytest.mark.parametrize(
+    ("kernel", "where"),
+    [
+        ("sign-flipped", "sign flipped: kernel = -reference (in rows"),
+        ("vec4-tail", "the vocab % 4 = 3 tail after the last full float4"),
+    ],
+)
+def test_bugs_are_found_and_placed_in_a_case_compared_in_blocks(kernel: str, where: str) -> None:
+    report = gradcheck.check("loss-ce", kernel, rows=48, vocab=100_003, backend="cpu", case="plain")
+    assert report.verdict == "kernel-bug"
+    compare = next(c for c in report.checks if c.name == "compare")
+    assert compare.verdict == "kernel-bug"
+    assert any(where in w for w in compare.where), compare.where
