@@ -179,7 +179,7 @@ def check(
         output = run.output
         scope = ""
         if blocks:
-            say(f"case {c.name}: references and comparison, {blocks} blocks of rows")
+            say(f"case {c.name}: references and comparison, {blocks} blocks of {spec.stream_unit}")
             merged, ev = compare_streamed(spec, c, output, factor, tick=step)
             found, worst = _streamed_checks(spec, c, block, run, merged, ev, factor, reproduce(c))
             # The checks that need values (FD) look at the block holding the worst element.
@@ -223,7 +223,7 @@ def check(
         cases=tuple(
             {
                 "name": c.name,
-                "description": c.description + _once_note(c, b),
+                "description": c.description + _once_note(spec, c, b),
                 "dims": c.dims,
                 "run_once": c.run_once,
             }
@@ -308,15 +308,14 @@ def available_memory() -> int | None:
 def _check_memory(spec: Op, sizes: dict[str, int]) -> None:
     """Refuse, before anything runs, a check this machine cannot hold: the alternative is the
     kernel's out-of-memory killer ending the user's process midway."""
-    need = BASE_BYTES + spec.bytes_per_unit * spec.work_units(sizes)
+    need = BASE_BYTES + spec.memory_bytes(sizes)
     have = available_memory()
     if have is None or need <= have:
         return
     shown = ", ".join(f"{k}={v:,}" for k, v in sizes.items())
     raise UsageError(
         f"checking {spec.id} at {shown} needs about {need / 2**30:.0f} GiB of memory here, and "
-        f"{have / 2**30:.0f} GiB are available (about {spec.bytes_per_unit} bytes for each of "
-        f"the {spec.work_units(sizes):,} {spec.work_unit}, measured). {spec.smaller}"
+        f"{have / 2**30:.0f} GiB are available. {spec.smaller}"
     )
 
 
@@ -385,15 +384,15 @@ def _case_checks(
     return out + bitwise, {name: w[2] for name, w in worst.items()}
 
 
-def _once_note(c: Case, blocks: int) -> str:
+def _once_note(spec: Op, c: Case, blocks: int) -> str:
     """What a case that runs once says about it: what was repeated where, and why that holds."""
     if not c.run_once:
         return ""
-    compared = f", compared {blocks} blocks of rows at a time" if blocks else ""
+    compared = f", compared in {blocks} blocks of {spec.stream_unit}" if blocks else ""
     return (
         f"; the whole problem, run once on every core{compared}. The thread orders, the other "
-        "alignment and the race check repeat on the sampled cases: every row runs the same "
-        "code, so an order, alignment or race bug shows there as here"
+        f"alignment and the race check repeat on the sampled cases: all {spec.stream_unit} run "
+        "the same code, so an order, alignment or race bug shows there as here"
     )
 
 

@@ -5,7 +5,8 @@ the noise bound, the float32 reference and the comparison's temporaries as much 
 each block of rows gets its references, noise bound and comparison, and only the merged numbers
 (and, where elements are wrong, a map of them) outlive it. The blocks run on a thread per core:
 numpy and JAX release the interpreter lock for the work. Ops say whether their outputs can be cut
-into rows (``Op.stream_rows``, ``Op.rows``): an output that sums over rows cannot.
+into rows (``Op.stream_rows``, ``Op.rows``): an output that sums over rows cannot. A "row" is what
+the op says: a row of logits for loss-ce, a head (batch * heads flattened) for attention-bwd.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Block:
     """One block of rows with everything its comparison used (for where, variants and FD)."""
 
     case: Case  # the block as a case of its own (Op.rows)
+    unit: str  # what its rows are called (Op.stream_unit)
     lo: int
     hi: int
     output: Arrays  # the kernel's outputs, rows lo..hi-1
@@ -41,7 +43,7 @@ class Block:
 
     @property
     def rows_text(self) -> str:
-        return f"rows {self.lo:,}..{self.hi - 1:,}"
+        return f"{self.unit} {self.lo:,}..{self.hi - 1:,}"
 
 
 def spans(rows: int, per_row: int) -> list[tuple[int, int]]:
@@ -67,14 +69,19 @@ def compare_block(op: Op, case: Case, output: Arrays, lo: int, hi: int, factor: 
     ref64 = op.reference(sub, np.float64)
     ref32 = op.reference(sub, np.float32)
     floor = op.noise_floor(sub, ref64)
-    out = {o.name: output[o.name][lo:hi] for o in op.outputs}
+    rows = op.stream_rows(case)
+    assert rows is not None, f"{op.id} does not compare a block of rows at a time"
+    out = {
+        o.name: output[o.name].reshape(rows, -1)[lo:hi].reshape(sub.output_shapes[o.name])
+        for o in op.outputs
+    }
     comparisons = {
         o.name: compare_output(
             out[o.name], ref64[o.name], ref32[o.name], floor[o.name], factor=factor, mergeable=True
         )
         for o in op.outputs
     }
-    return Block(sub, lo, hi, out, ref64, ref32, floor, comparisons)
+    return Block(sub, op.stream_unit, lo, hi, out, ref64, ref32, floor, comparisons)
 
 
 def compare_streamed(
@@ -112,7 +119,7 @@ def compare_streamed(
             if tick is not None:
                 tick()
     merged = {
-        o.name: merge_rows([(lo, r[o.name]) for lo, r in parts], case.output_shapes[o.name])
+        o.name: merge_rows([(lo, r[o.name]) for lo, r in parts], case.output_shapes[o.name], rows)
         for o in op.outputs
     }
     # The block with the worst element over all outputs, recomputed with its arrays.

@@ -47,6 +47,7 @@ class Comparison:
     noise: np.ndarray  # per element, in the output's units; the bound is factor * noise
     # What merging comparisons of blocks of rows needs (merge_rows): sum of |ref| on elements
     # where a POWER_ERROR error is caught, and in all; counts of bound / |ref| per REL_BINS bin.
+    worst_flat: int = 0  # the worst element's index in the flattened output
     power_caught: float = 0.0
     power_total: float = 0.0
     rel_hist: np.ndarray | None = None
@@ -131,7 +132,8 @@ def compare_output(
     ratio = err / noise_
     bad = ratio > factor
     n = int(kernel.size)
-    worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape)) if n else ()
+    flat = int(np.argmax(ratio)) if n else 0
+    worst = tuple(int(i) for i in np.unravel_index(flat, ratio.shape)) if n else ()
     nz = ref64 != 0
     magnitude = np.abs(ref64[nz])
     rel_bound = (factor * noise_[nz]) / magnitude
@@ -154,15 +156,19 @@ def compare_output(
         bad=bad,
         unwritten=unwritten,
         noise=noise_,
+        worst_flat=flat,
         power_caught=caught,
         power_total=total,
         rel_hist=_rel_hist(rel_bound) if mergeable else None,
     )
 
 
-def merge_rows(parts: list[tuple[int, Comparison]], shape: tuple[int, ...]) -> Comparison:
-    """One comparison of an output of ``shape`` from comparisons of blocks of its rows (first
-    axis), each given with its first row and made with ``mergeable=True``.
+def merge_rows(
+    parts: list[tuple[int, Comparison]], shape: tuple[int, ...], rows: int | None = None
+) -> Comparison:
+    """One comparison of an output of ``shape`` from comparisons of blocks of its rows, each given
+    with its first row and made with ``mergeable=True``. The output is ``rows`` rows of equal size
+    (default: its first axis); a block's arrays may have any shape of its rows' elements.
 
     ``bad`` and ``unwritten`` are whole-output arrays only where some element is (otherwise a
     read-only view of False, which costs no memory); ``noise`` is not kept (NaN view): the
@@ -173,16 +179,20 @@ def merge_rows(parts: list[tuple[int, Comparison]], shape: tuple[int, ...]) -> C
     n_unwritten = sum(c.n_unwritten for _, c in parts)
     bad: np.ndarray = np.broadcast_to(np.False_, shape)
     unwritten: np.ndarray = np.broadcast_to(np.False_, shape)
+    rows = shape[0] if rows is None else rows
+    per_row = int(np.prod(shape)) // max(1, rows)
     if n_bad:
         bad = np.zeros(shape, bool)
     if n_unwritten:
         unwritten = np.zeros(shape, bool)
     for lo, c in parts:
         if c.n_bad:
-            bad[lo : lo + c.bad.shape[0]] = c.bad
+            bad.reshape(rows, per_row)[lo : lo + c.n // per_row] = c.bad.reshape(-1, per_row)
         if c.n_unwritten:
-            unwritten[lo : lo + c.unwritten.shape[0]] = c.unwritten
+            u = c.unwritten.reshape(-1, per_row)
+            unwritten.reshape(rows, per_row)[lo : lo + c.n // per_row] = u
     lo, worst = max(parts, key=lambda p: p[1].max_ratio)
+    at = np.unravel_index(lo * per_row + worst.worst_flat, shape) if worst.n else ()
     hist = np.sum([c.rel_hist for _, c in parts if c.rel_hist is not None], axis=0)
     caught = sum(c.power_caught for _, c in parts)
     total = sum(c.power_total for _, c in parts)
@@ -192,7 +202,8 @@ def merge_rows(parts: list[tuple[int, Comparison]], shape: tuple[int, ...]) -> C
         n_unwritten=n_unwritten,
         n_nonfinite=sum(c.n_nonfinite for _, c in parts),
         max_ratio=worst.max_ratio,
-        worst=(worst.worst[0] + lo, *worst.worst[1:]) if worst.worst else (),
+        worst=tuple(int(i) for i in at),
+        worst_flat=lo * per_row + worst.worst_flat,
         worst_kernel=worst.worst_kernel,
         worst_ref=worst.worst_ref,
         worst_bound=worst.worst_bound,

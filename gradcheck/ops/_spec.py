@@ -200,6 +200,10 @@ class Op(ABC):
     bytes_per_unit: int = 128
     smaller: str = "Use smaller sizes."  # the advice when a check is too large for this machine
 
+    def memory_bytes(self, dims: dict[str, int]) -> int:
+        """Bytes a check at these sizes needs above the process at rest (the refusal's estimate)."""
+        return self.bytes_per_unit * self.work_units(dims)
+
     def work_units(self, dims: dict[str, int]) -> int:
         """How many work units a check at these sizes has (see bytes_per_unit)."""
         n = 1
@@ -246,6 +250,8 @@ class Op(ABC):
         """An op-specific reading of "off by a constant factor": (key, text), e.g. a wrong
         normaliser; None when the factor means nothing particular."""
         return None
+
+    stream_unit: str = "rows"  # what one of the stream_rows is called in reports
 
     def stream_rows(self, case: Case) -> int | None:
         """The rows (first axis of every output) in which a comparison of ``case`` may be done a

@@ -10,6 +10,7 @@ import numpy as np
 
 from .._errors import UsageError
 from ._spec import (
+    SAMPLE_ELEMENTS,
     Arrays,
     Case,
     Dim,
@@ -33,7 +34,9 @@ EXP_ULPS = 4.0  # exp (CUDA's __expf included) and the subtraction S - lse
 # random walk), so SUM_LAMBDA * sqrt(n) * U32 * M is about 8 standard deviations of that error.
 SUM_LAMBDA = 2.0
 GUIDE = "DIAGNOSTIC_GUIDE.md"
-MAX_SCORES = 1 << 27  # batch * heads * seq * seq: the reference holds the score matrix whole
+# batch * heads * seq * seq: time grows with the scores (2^27 took 5.5 minutes on 2 cores, cpu
+# backend); memory does not, since the plain case is compared a block of heads at a time.
+MAX_SCORES = 1 << 30
 
 KERNELS = (
     ShippedKernel(
@@ -213,14 +216,25 @@ class AttentionBwd(Op):
     def launch_note(self) -> str:
         return "grid = (seq, batch * heads, 1), block = (--block, 1, 1); scale = 1 / sqrt(head_dim)"
 
-    # peak RSS of `gradcheck run attention-bwd --head-dim 64` at 2.1M scores: 1.58 GB (heads 8,
-    # seq 512) and 1.36 GB (heads 2, seq 1024), about 0.9 GB of it the process at rest
+    # Peak RSS of `gradcheck run attention-bwd --head-dim 64` at 2.1M scores: 1.58 GB (heads 8,
+    # seq 512) and 1.36 GB (heads 2, seq 1024), about 0.9 GB of it the process at rest: 330 bytes
+    # a score while every case holds its scores. Above 2^22 scores the other cases hold a sample
+    # of them and plain is compared a block of heads at a time, so what grows is its inputs and
+    # outputs: 3.36 GB at batch 1, heads 32, seq 2048, head_dim 128 (134M scores), 2.93 GB at
+    # heads 2 (8.4M). The refusal assumes 330 bytes for each score up to 2 x 2^22 and 64 per
+    # element of q (measured: 54), over-estimating by about 30% there.
     work_unit = "batch * heads * seq^2 scores"
     bytes_per_unit = 330
+    bytes_per_q_element = 64
     smaller = "Use fewer heads (every head runs the same code), or a shorter seq."
 
     def work_units(self, dims: dict[str, int]) -> int:
         return dims["batch"] * dims["heads"] * dims["seq"] * dims["seq"]
+
+    def memory_bytes(self, dims: dict[str, int]) -> int:
+        held = min(self.work_units(dims), 2 * SAMPLE_ELEMENTS)
+        q = dims["batch"] * dims["heads"] * dims["seq"] * dims["head_dim"]
+        return self.bytes_per_unit * held + self.bytes_per_q_element * q
 
     def validate(self, dims: dict[str, int], block: int) -> None:
         b, h, s = dims["batch"], dims["heads"], dims["seq"]
@@ -231,7 +245,7 @@ class AttentionBwd(Op):
             )
         if b * h * s * s > MAX_SCORES:
             raise UsageError(
-                f"batch * heads * seq^2 = {b * h * s * s:,} scores is more than this version holds "
+                f"batch * heads * seq^2 = {b * h * s * s:,} scores is more than this version checks "
                 f"(at most {MAX_SCORES:,}): use fewer heads or a shorter seq."
             )
 
@@ -315,7 +329,15 @@ class AttentionBwd(Op):
         b, h, s, d = q.shape
         scale = 1.0 / math.sqrt(d)
         q32, k32, v32 = (t.astype(np.float32) for t in (q, k, v))
-        o, lse = forward64(q32, k32, v32, scale, causal)
+        # The forward pass a few heads at a time: its float64 scores are b * h * seq^2 numbers.
+        o = np.empty((b * h, s, d), np.float32)
+        lse = np.empty((b * h, s), np.float32)
+        step = max(1, SAMPLE_ELEMENTS // (s * s))
+        flat = [t.reshape(b * h, s, d) for t in (q32, k32, v32)]
+        for lo in range(0, b * h, step):
+            part = [t[lo : lo + step][None] for t in flat]
+            o_part, lse_part = forward64(*part, scale, causal)
+            o[lo : lo + step], lse[lo : lo + step] = o_part[0], lse_part[0]
         shape = (b, h, s, d)
         return Case(
             name=name,
@@ -325,9 +347,9 @@ class AttentionBwd(Op):
                 "q": q32,
                 "k": k32,
                 "v": v32,
-                "o": o.astype(np.float32),
+                "o": o.reshape(shape),
                 "dout": dout.astype(np.float32),
-                "lse": lse.astype(np.float32),
+                "lse": lse.reshape(b, h, s),
             },
             scalars={
                 "batch": b,
@@ -342,6 +364,27 @@ class AttentionBwd(Op):
 
     def geometry(self, case: Case, block: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
         return (block, 1, 1), (case.dims["seq"], case.dims["batch"] * case.dims["heads"])
+
+    stream_unit = "heads"
+
+    def stream_rows(self, case: Case) -> int | None:
+        return case.dims["batch"] * case.dims["heads"]  # every head is a problem of its own
+
+    def rows(self, case: Case, lo: int, hi: int) -> Case:
+        b, h = case.dims["batch"], case.dims["heads"]
+        s, d = case.dims["seq"], case.dims["head_dim"]
+        n = hi - lo
+        arrays = {
+            name: a.reshape(b * h, *a.shape[2:])[lo:hi][None] for name, a in case.arrays.items()
+        }
+        return Case(
+            name=case.name,
+            description=f"heads {lo}..{hi - 1} of {case.name} (batch and heads flattened)",
+            dims={"batch": 1, "heads": n, "seq": s, "head_dim": d},
+            arrays=arrays,
+            scalars={**case.scalars, "batch": 1, "heads": n},
+            output_shapes={name: (1, n, s, d) for name in case.output_shapes},
+        )
 
     def reference(self, case: Case, dtype: type[np.floating[Any]]) -> Arrays:
         from ..reference import attention

@@ -138,7 +138,7 @@ def test_a_large_check_runs_plain_once_and_compares_it_in_blocks(
     plain = report.cases[0]
     assert plain["name"] == "plain"
     assert (
-        "the whole problem, run once on every core, compared 10 blocks of rows"
+        "the whole problem, run once on every core, compared in 10 blocks of rows"
         in plain["description"]
     )
     names = {(c.case, c.name) for c in report.checks}
@@ -163,3 +163,36 @@ def test_bugs_are_found_and_placed_in_a_case_compared_in_blocks(kernel: str, whe
     compare = next(c for c in report.checks if c.name == "compare")
     assert compare.verdict == "kernel-bug"
     assert any(where in w for w in compare.where), compare.where
+
+
+ATT = get_op("attention-bwd")
+
+
+@pytest.fixture(scope="module")
+def att_case() -> object:
+    return ATT.cases({"batch": 2, "heads": 3, "seq": 16, "head_dim": 8}, 128, 0, {"causal": True})[
+        0
+    ]
+
+
+def test_attention_blocks_of_heads_are_the_whole_reference_cut(att_case: object) -> None:
+    whole = ATT.reference(att_case, np.float64)  # type: ignore[arg-type]
+    part = ATT.reference(ATT.rows(att_case, 2, 5), np.float64)  # type: ignore[arg-type]
+    for name in ("dq", "dk", "dv"):
+        np.testing.assert_allclose(
+            part[name][0], whole[name].reshape(6, 16, 8)[2:5], rtol=1e-13, atol=1e-15
+        )
+
+
+def test_attention_compared_a_head_at_a_time_finds_the_element_the_whole_comparison_finds(
+    att_case: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream, "BLOCK_ELEMENTS", 3 * 16 * 8)  # one head per block
+    r32 = ATT.reference(att_case, np.float32)  # type: ignore[arg-type]
+    out = {name: a.copy() for name, a in r32.items()}
+    out["dk"][1, 0, 5, 3] *= np.float32(1.01)
+    merged, worst_block = stream.compare_streamed(ATT, att_case, out, 3.0)  # type: ignore[arg-type]
+    assert merged["dk"].n_bad == 1 and merged["dk"].worst == (1, 0, 5, 3)
+    assert merged["dq"].n_bad == merged["dv"].n_bad == 0
+    assert merged["dk"].bad[1, 0, 5, 3] and merged["dk"].bad.sum() == 1
+    assert (worst_block.lo, worst_block.hi, worst_block.rows_text) == (3, 4, "heads 3..3")
