@@ -7,7 +7,8 @@ starts (the cpu backend launches kernels in a worker process, a child of the gra
   single process in the tree (the child, or a descendant it reaped before exiting), not a sum.
 - ``peak_pss_mib``: the largest sum of PSS (proportional set size: shared pages split between the
   processes mapping them, so the launch arena the two processes share counts once) over every
-  process in the tree, sampled every ``SAMPLE_S`` seconds from /proc. A peak shorter than the
+  process in the tree, sampled every ``SAMPLE_S`` seconds from /proc (less often for a process of
+  several GB, whose reading is slow). A peak shorter than the
   sampling interval can be missed, so this is a lower bound of the true peak.
 
 ``write_section`` replaces one script's section of RESULTS.md between its marker comments (as
@@ -22,6 +23,7 @@ import platform
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 OTHER_MARKER = "<!-- other benchmarks"
-SAMPLE_S = 0.02  # /proc polling interval: ~1% of one core on this machine, short next to any check
+SAMPLE_S = 0.02  # /proc polling interval (at least): ~1% of one core for a small process
 MIB = 1024 * 1024
 
 
@@ -175,10 +177,14 @@ def run_tree(
 
         def sample() -> None:
             while not done.is_set():
+                t = time.perf_counter()
                 pids = _tree(proc.pid)[1:]  # not the launcher itself
                 peak[0] = max(peak[0], sum(_pss_bytes(p) for p in pids))
                 peak[1] = max(peak[1], len(pids))
-                done.wait(SAMPLE_S)
+                # Reading smaps_rollup walks the process's pages (and holds its memory map's
+                # lock): for a process of several GB one read takes tens of ms. Waiting 4x the
+                # read keeps the sampler under a fifth of a core, whatever the size.
+                done.wait(max(SAMPLE_S, 4 * (time.perf_counter() - t)))
 
         th = threading.Thread(target=sample, daemon=True)
         th.start()

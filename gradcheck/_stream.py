@@ -21,8 +21,9 @@ import numpy as np
 from .compare import Comparison, compare_output, merge_rows
 from .ops import Arrays, Case, Op
 
-# Elements per block: 2M float32 elements make ~100 MB of float64 temporaries per thread, and
-# blocks long enough that the per-call overhead of the references stays small.
+# Elements per block (Op.row_cost: output elements, or scores for attention): 2M elements make
+# ~100 MB of float64 temporaries per thread, and blocks long enough that the per-call overhead of
+# the references stays small. A row costing more than this is a block of its own.
 BLOCK_ELEMENTS = 1 << 21
 _NOTHING = np.zeros(0, bool)
 
@@ -56,11 +57,7 @@ def block_count(op: Op, case: Case) -> int:
     rows = op.stream_rows(case)
     if rows is None:
         return 0
-    return len(spans(rows, _per_row(op, case, rows)))
-
-
-def _per_row(op: Op, case: Case, rows: int) -> int:
-    return sum(int(np.prod(case.output_shapes[o.name])) for o in op.outputs) // max(1, rows)
+    return len(spans(rows, op.row_cost(case)))
 
 
 def compare_block(op: Op, case: Case, output: Arrays, lo: int, hi: int, factor: float) -> Block:
@@ -97,7 +94,7 @@ def compare_streamed(
     worst element (its arrays are what the where and FD checks look at)."""
     rows = op.stream_rows(case)
     assert rows is not None, f"{op.id} does not compare a block of rows at a time"
-    todo = spans(rows, _per_row(op, case, rows))
+    todo = spans(rows, op.row_cost(case))
 
     def one(span: tuple[int, int]) -> dict[str, Comparison]:
         b = compare_block(op, case, output, span[0], span[1], factor)

@@ -71,10 +71,15 @@ class Report:
 
     @property
     def findings(self) -> tuple[Check, ...]:
-        """The checks that did not pass, worst first."""
+        """The checks that did not pass, worst first; of equal verdicts, those that name a cause
+        before those that only point at the guide (a race seen on a sampled case says more than
+        the whole problem's compare, which ran once)."""
         order = {"kernel-bug": 0, "inconclusive": 1, "fd-noise": 2}
         return tuple(
-            sorted((c for c in self.checks if c.verdict != "pass"), key=lambda c: order[c.verdict])
+            sorted(
+                (c for c in self.checks if c.verdict != "pass"),
+                key=lambda c: (order[c.verdict], c.likely_cause.endswith("#kernel-bug")),
+            )
         )
 
     @property

@@ -258,6 +258,12 @@ class Op(ABC):
         block at a time, or None when the outputs are not row by row (a sum over rows, say)."""
         return None
 
+    def row_cost(self, case: Case) -> int:
+        """How many elements the references and the noise bound of one of the stream_rows hold
+        (their float64 temporaries): what sizes a block. Default: its output elements."""
+        rows = self.stream_rows(case) or 1
+        return sum(int(np.prod(case.output_shapes[o.name])) for o in self.outputs) // rows
+
     def rows(self, case: Case, lo: int, hi: int) -> Case:
         """``case`` cut to rows ``lo .. hi - 1`` of its outputs, keeping the whole case's
         normalisation: its reference is rows ``lo .. hi - 1`` of the whole case's reference.

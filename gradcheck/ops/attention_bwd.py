@@ -219,10 +219,10 @@ class AttentionBwd(Op):
     # Peak RSS of `gradcheck run attention-bwd --head-dim 64` at 2.1M scores: 1.58 GB (heads 8,
     # seq 512) and 1.36 GB (heads 2, seq 1024), about 0.9 GB of it the process at rest: 330 bytes
     # a score while every case holds its scores. Above 2^22 scores the other cases hold a sample
-    # of them and plain is compared a block of heads at a time, so what grows is its inputs and
-    # outputs: 3.36 GB at batch 1, heads 32, seq 2048, head_dim 128 (134M scores), 2.93 GB at
-    # heads 2 (8.4M). The refusal assumes 330 bytes for each score up to 2 x 2^22 and 64 per
-    # element of q (measured: 54), over-estimating by about 30% there.
+    # of them and plain is compared a head at a time, so what grows is its inputs and outputs:
+    # 2.84 GB at batch 1, heads 32, seq 2048, head_dim 128 (134M scores; benchmarks/RESULTS.md).
+    # The refusal assumes 330 bytes for each score up to 2 x 2^22 and 64 per element of q: 4.4 GB
+    # there, an over-estimate on the side of the user's process.
     work_unit = "batch * heads * seq^2 scores"
     bytes_per_unit = 330
     bytes_per_q_element = 64
@@ -369,6 +369,9 @@ class AttentionBwd(Op):
 
     def stream_rows(self, case: Case) -> int | None:
         return case.dims["batch"] * case.dims["heads"]  # every head is a problem of its own
+
+    def row_cost(self, case: Case) -> int:
+        return case.dims["seq"] ** 2  # the noise bound's float64 score matrices of a head
 
     def rows(self, case: Case, lo: int, hi: int) -> Case:
         b, h = case.dims["batch"], case.dims["heads"]

@@ -11,6 +11,7 @@ from gradcheck import In, Out
 from gradcheck.backends.cpu import CpuSourceModule, shared_empty
 from gradcheck.compare import compare_output, merge_rows
 from gradcheck.ops import get_op
+from gradcheck.report import render_text
 
 OP = get_op("loss-ce")
 
@@ -148,6 +149,9 @@ def test_a_large_check_runs_plain_once_and_compares_it_in_blocks(
     fd = next(c for c in report.checks if c.case == "plain" and c.name == "reference-fd")
     assert "a random direction in rows" in fd.summary and fd.verdict == "pass"
     assert seen[-1][0] == seen[-1][1] and len(seen) > 10  # a step per block
+    table = render_text(report)
+    plain_line = next(line for line in table.splitlines() if line.startswith("plain "))
+    assert plain_line.count("ran once") == 2  # the thread-order and alignment columns
 
 
 @pytest.mark.parametrize(
