@@ -60,6 +60,8 @@ MODES: dict[str, dict[str, Any]] = {
     "default": {},
     "workers=1": {"workers": 1},
     "poison=False": {"poison": False},
+    # the default launch on arrays from shared_empty(): no copy into the arena or back
+    "in place": {"in_place": True},
 }
 
 FloatArray = np.ndarray[Any, np.dtype[np.float32]]
@@ -465,8 +467,8 @@ def run(repeat: int, tmp: Path) -> tuple[Report, list[str]]:
         masked = int(np.count_nonzero(p.mask == 0))
         label = p.label + (f" ({masked} rows masked)" if masked else "")
         for mode, options in MODES.items():
-            got = p.empty_grad()
-            launch_ce(ce_grad, p, got, **options)
+            q, got, opts = for_mode(p, options)
+            launch_ce(ce_grad, q, got, **opts)
             diff = check_against_loop(f"{mode} at {p.label}", p, got, want)
             checks.append(
                 [
@@ -501,9 +503,9 @@ def run(repeat: int, tmp: Path) -> tuple[Report, list[str]]:
         ref = p.empty_grad()
         cases.append(Case(f"loop {p.label}", _bind_loop(loop, p, ref), p.elements))
         for mode, options in MODES.items():
-            g = p.empty_grad()
+            q, g, opts = for_mode(p, options)
             outputs[f"{mode} {p.label}"] = (p, g, ref)
-            run_fn = _bind(ce_grad, p, g, options)
+            run_fn = _bind(ce_grad, q, g, opts)
             cases.append(Case(f"{mode} {p.label}", run_fn, p.elements))
         cases.append(Case(f"nop {p.label}", _bind(ce_nop, p, p.empty_grad(), {}), p.elements))
         scratch = np.empty(2 * p.logits.nbytes + 2 * p.mask.nbytes, dtype=np.uint8)
@@ -699,6 +701,23 @@ def _bind(
     f: Function, p: Problem, grad: FloatArray, options: dict[str, Any]
 ) -> Callable[[], tuple[float, float]]:
     return lambda: launch_ce(f, p, grad, **options)
+
+
+def for_mode(p: Problem, options: dict[str, Any]) -> tuple[Problem, FloatArray, dict[str, Any]]:
+    """The problem, a grad array and the launch options of a mode: "in place" puts the inputs and
+    the grad in shared_empty() arrays, which launches use without copies."""
+    if not options.get("in_place"):
+        return p, p.empty_grad(), options
+    from gradcheck.backends.cpu import shared_empty
+
+    def shared(a: np.ndarray) -> Any:
+        out = shared_empty(a.shape, a.dtype)
+        out[...] = a
+        return out
+
+    q = Problem(p.rows, p.vocab, shared(p.logits), shared(p.targets), shared(p.mask))
+    rest = {k: v for k, v in options.items() if k != "in_place"}
+    return q, shared_empty((p.rows, p.vocab), np.float32), rest
 
 
 if __name__ == "__main__":
