@@ -152,6 +152,9 @@ def test_a_large_check_runs_plain_once_and_compares_it_in_blocks(
     table = render_text(report)
     plain_line = next(line for line in table.splitlines() if line.startswith("plain "))
     assert plain_line.count("ran once") == 2  # the thread-order and alignment columns
+    assert "plain: logits ~ N(0, 2^2), every row unmasked; the whole problem, run once" in " ".join(
+        table.split()
+    )
 
 
 @pytest.mark.parametrize(
