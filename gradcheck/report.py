@@ -148,9 +148,9 @@ def finding_lines(report: Report, c: Check) -> list[str]:
 def renderables(report: Report) -> Iterator[RenderableType]:
     yield _header(report)
     yield _table(report)
-    for c in report.cases:
-        if c.get("run_once"):  # what "ran once" in the table means, and why it holds
-            yield Text(f"{c['name']}: {c['description']}", style="dim")
+    for case in report.cases:
+        if case.get("run_once"):  # what "ran once" in the table means, and why it holds
+            yield Text(f"{case['name']}: {case['description']}", style="dim")
     shown: set[tuple[str, str, str]] = set()
     detailed = 0
     for c in report.findings:
