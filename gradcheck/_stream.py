@@ -110,11 +110,16 @@ def compare_streamed(
         }
 
     parts: list[tuple[int, dict[str, Comparison]]] = []
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    try:
         for (lo, _), result in zip(todo, pool.map(one, todo), strict=True):
             parts.append((lo, result))
             if tick is not None:
                 tick()
+    finally:
+        # On an error or Ctrl-C, the blocks not yet started are dropped: only those running
+        # finish (a fraction of a second), not the whole problem.
+        pool.shutdown(wait=True, cancel_futures=True)
     merged = {
         o.name: merge_rows([(lo, r[o.name]) for lo, r in parts], case.output_shapes[o.name], rows)
         for o in op.outputs

@@ -203,3 +203,26 @@ def test_attention_compared_a_head_at_a_time_finds_the_element_the_whole_compari
     assert merged["dq"].n_bad == merged["dv"].n_bad == 0
     assert merged["dk"].bad[1, 0, 5, 3] and merged["dk"].bad.sum() == 1
     assert (worst_block.lo, worst_block.hi, worst_block.rows_text) == (3, 4, "heads 3..3")
+
+
+def test_an_interrupted_comparison_stops_without_finishing_the_other_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C (here: an error from the progress callback) drops the blocks not yet started."""
+    monkeypatch.setattr(stream, "BLOCK_ELEMENTS", 3001)  # one row per block: 60 blocks
+    case = OP.cases({"rows": 60, "vocab": 3001}, 256, 0, {})[0]
+    out = OP.reference(case, np.float32)
+    done: list[int] = []
+    real = stream.compare_block
+
+    def counted(*args: object, **kw: object) -> stream.Block:
+        done.append(1)
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    def stop() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stream, "compare_block", counted)
+    with pytest.raises(KeyboardInterrupt):
+        stream.compare_streamed(OP, case, out, 3.0, tick=stop, workers=2)
+    assert len(done) < 10
