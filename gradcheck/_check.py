@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from ._runner import CaseRun, KernelRef, Runner, resolve_kernel
 from ._stream import Block, block_count, compare_streamed
 from .compare import DEFAULT_FACTOR, POWER_ERROR, Comparison, compare_output
 from .diagnose import likely_cause, overall
-from .fd import FD32_POWER_ERROR, NaiveFD32, directional, naive_fd32
+from .fd import FD32_POWER_ERROR, Difference, NaiveFD32, difference, directional, naive_fd32
 from .ops import Arrays, Case, Op, Variant, get_op
 from .results import Check, Report
 from .where import Pattern, describe, heatmap, keys, matching_variants, texts, value_patterns
@@ -166,51 +167,77 @@ def check(
 
     step(0)
     checks: list[Check] = []
-    for c, stages, blocks in zip(cases, per_case, n_blocks, strict=True):
-        runs = runner.schedules[:1] if c.run_once else runner.schedules
-        say(f"case {c.name}: running {ref.label} ({', '.join(runs) or 'once'})")
-        run = runner.run(c, block, grid_t, once=c.run_once)
-        if run.fault is not None or run.output is None:
-            assert run.fault is not None
-            checks.append(_fault_check(spec, c, block, run.fault, reproduce(c)))
-            step(stages)
-            continue
-        step()
-        output = run.output
-        scope = ""
-        if blocks:
-            say(f"case {c.name}: references and comparison, {blocks} blocks of {spec.stream_unit}")
-            merged, ev = compare_streamed(spec, c, output, factor, tick=step)
-            found, worst = _streamed_checks(spec, c, block, run, merged, ev, factor, reproduce(c))
-            # The checks that need values (FD) look at the block holding the worst element.
-            fd_case, ref64, fd_out, scope = ev.case, ev.ref64, ev.output, ev.rows_text
-            fd_bad = {name: cmp.bad for name, cmp in ev.comparisons.items()}
-        else:
-            say(f"case {c.name}: float64 and float32 references")
-            ref64 = spec.reference(c, np.float64)
-            ref32 = spec.reference(c, np.float32)
-            floor = spec.noise_floor(c, ref64)
-            found, worst = _case_checks(
-                spec, c, block, run, ref64, ref32, floor, factor, reproduce(c)
+    # The references do not depend on the kernel: a case's (and the next one's) are computed on a
+    # thread while its kernel runs, since the launches mostly wait on the backend. Not for a case
+    # compared a block of rows at a time: it computes them itself, block by block.
+    pool = ThreadPoolExecutor(max_workers=2)
+    pending: dict[int, Future[tuple[Arrays, Arrays, Arrays, Difference]]] = {}
+
+    def references(c: Case) -> tuple[Arrays, Arrays, Arrays, Difference]:
+        ref64 = spec.reference(c, np.float64)
+        floor = spec.noise_floor(c, ref64)
+        return ref64, spec.reference(c, np.float32), floor, difference(spec, c, int(seed))
+
+    def prefetch(i: int) -> None:
+        if i < len(cases) and not n_blocks[i] and i not in pending:
+            pending[i] = pool.submit(references, cases[i])
+
+    try:
+        for i, (c, stages, blocks) in enumerate(zip(cases, per_case, n_blocks, strict=True)):
+            prefetch(i)
+            prefetch(i + 1)
+            runs = runner.schedules[:1] if c.run_once else runner.schedules
+            say(f"case {c.name}: running {ref.label} ({', '.join(runs) or 'once'})")
+            run = runner.run(c, block, grid_t, once=c.run_once)
+            if run.fault is not None or run.output is None:
+                assert run.fault is not None
+                checks.append(_fault_check(spec, c, block, run.fault, reproduce(c)))
+                pending.pop(i, None)
+                step(stages)
+                continue
+            step()
+            output = run.output
+            scope = ""
+            diff: Difference | None = None  # the FD along u, when computed ahead
+            if blocks:
+                say(
+                    f"case {c.name}: references and comparison, {blocks} blocks of {spec.stream_unit}"
+                )
+                merged, ev = compare_streamed(spec, c, output, factor, tick=step)
+                found, worst = _streamed_checks(
+                    spec, c, block, run, merged, ev, factor, reproduce(c)
+                )
+                # The checks that need values (FD) look at the block holding the worst element.
+                fd_case, ref64, fd_out, scope = ev.case, ev.ref64, ev.output, ev.rows_text
+                fd_bad = {name: cmp.bad for name, cmp in ev.comparisons.items()}
+            else:
+                say(f"case {c.name}: float64 and float32 references")
+                ref64, ref32, floor, diff = pending.pop(i).result()
+                found, worst = _case_checks(
+                    spec, c, block, run, ref64, ref32, floor, factor, reproduce(c)
+                )
+                fd_case, fd_out = c, output
+                fd_bad = {name: cmp.bad for name, cmp in worst.items()}
+                step()
+            checks.extend(found)
+            say(f"case {c.name}: finite differences of the float64 reference")
+            checks.append(
+                _reference_fd_check(
+                    spec, fd_case, ref64, fd_out, int(seed), reproduce(c), scope, diff
+                )
             )
-            fd_case, fd_out = c, output
-            fd_bad = {name: cmp.bad for name, cmp in worst.items()}
             step()
-        checks.extend(found)
-        say(f"case {c.name}: finite differences of the float64 reference")
-        checks.append(
-            _reference_fd_check(spec, fd_case, ref64, fd_out, int(seed), reproduce(c), scope)
-        )
-        step()
-        if fd32 and c.name in spec.fd32_cases:
-            say(f"case {c.name}: the float32 finite-difference check ({fd32_samples} elements)")
-            p = spec.primary.name
-            naive = naive_fd32(
-                spec, fd_case, ref64[p], fd_out[p], fd_bad[p],
-                eps=fd32_eps, rtol=fd32_rtol, atol=fd32_atol, samples=fd32_samples, seed=int(seed),
-            )  # fmt: skip
-            checks.append(_fd32_check(c, naive, reproduce(c) + fd32_flags, scope))
-            step()
+            if fd32 and c.name in spec.fd32_cases:
+                say(f"case {c.name}: the float32 finite-difference check ({fd32_samples} elements)")
+                p = spec.primary.name
+                naive = naive_fd32(
+                    spec, fd_case, ref64[p], fd_out[p], fd_bad[p],
+                    eps=fd32_eps, rtol=fd32_rtol, atol=fd32_atol, samples=fd32_samples, seed=int(seed),
+                )  # fmt: skip
+                checks.append(_fd32_check(c, naive, reproduce(c) + fd32_flags, scope))
+                step()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return Report(
         verdict=overall(checks),
         op=spec.id,
@@ -738,11 +765,18 @@ def _fault_check(spec: Op, c: Case, block: int, fault: KernelFault, repro: str) 
 
 
 def _reference_fd_check(
-    spec: Op, c: Case, ref64: Arrays, out: Arrays, seed: int, repro: str, scope: str = ""
+    spec: Op,
+    c: Case,
+    ref64: Arrays,
+    out: Arrays,
+    seed: int,
+    repro: str,
+    scope: str = "",
+    diff: Difference | None = None,
 ) -> Check:
     """FD of the float64 reference along a random direction (``scope``: the rows it spans,
     when the case is too large for the whole of it)."""
-    d = directional(spec, c, ref64, out, seed)
+    d = directional(spec, c, ref64, out, seed, diff)
     kernel_bars = abs(d.kernel - d.fd) / d.error_bar if d.error_bar else float("inf")
     numbers = {
         "fd": d.fd,

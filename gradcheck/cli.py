@@ -15,9 +15,11 @@ Exit codes: 0 pass or fd-noise (and inconclusive, with a warning, unless --stric
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -498,22 +500,33 @@ def persistent_jax_cache() -> None:
     """
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return
-    import jax
-
     from .backends.cpu._build import cache_root
 
-    config: Any = jax.config
-    if config.jax_compilation_cache_dir:
+    where = str(cache_root().parent / "jax")
+    if "jax" in sys.modules:  # already imported (console_main called from Python): set it there
+        config: Any = sys.modules["jax"].config
+        if not config.jax_compilation_cache_dir:
+            config.update("jax_compilation_cache_dir", where)
+            config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         return
-    config.update("jax_compilation_cache_dir", str(cache_root().parent / "jax"))
+    # Read by JAX when it is imported (child processes inherit them; the kernel worker has no JAX).
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = where
     # the references compile in well under JAX's default 1 s threshold: cache them all
-    config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+
+def _import_jax() -> None:
+    with contextlib.suppress(Exception):  # the first reference imports it again and reports
+        import jax.numpy  # noqa: F401
 
 
 def console_main() -> int:
-    """The `gradcheck` command: main(), with JAX's compile cache kept for run and gate."""
+    """The `gradcheck` command: main(), with JAX's compile cache kept for run and gate, and JAX
+    imported on a thread of its own while the kernel is built and launched (the first reference
+    waits for it: Python's import lock)."""
     if len(sys.argv) > 1 and sys.argv[1] in ("run", "gate"):
         persistent_jax_cache()
+        threading.Thread(target=_import_jax, daemon=True).start()
     return main()
 
 

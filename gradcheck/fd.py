@@ -64,9 +64,42 @@ class DirectionalFD:
         return abs(self.fd - self.autodiff) <= AGREE_BARS * self.error_bar
 
 
-def directional(op: Op, case: Case, ref64: Arrays, kernel: Arrays, seed: int) -> DirectionalFD:
+@dataclass(frozen=True)
+class Difference:
+    """The finite difference along u alone: it needs no gradient (so it can be computed early)."""
+
+    fd: float
+    error_bar: float
+    u: Arrays  # the unit direction, per input
+    steps: tuple[float, ...]
+
+
+def directional(
+    op: Op,
+    case: Case,
+    ref64: Arrays,
+    kernel: Arrays,
+    seed: int,
+    diff: Difference | None = None,
+) -> DirectionalFD:
     """Richardson-extrapolated central difference of the float64 loss along a random direction
-    in every input the op differentiates (one unit vector over all of them together)."""
+    in every input the op differentiates (one unit vector over all of them together), against
+    the reference's and the kernel's gradients along it. ``diff``: ``difference(op, case, seed)``
+    computed beforehand."""
+    d = difference(op, case, seed) if diff is None else diff
+    u = d.u
+    autodiff = sum(float(np.sum(ref64[o.name] * u[o.wrt])) for o in op.outputs)
+    k_dot = 0.0
+    for o in op.outputs:
+        k64 = kernel[o.name].astype(np.float64)
+        k_dot += float(np.sum(np.where(np.isfinite(k64), k64, np.nan) * u[o.wrt]))
+    return DirectionalFD(
+        fd=d.fd, error_bar=d.error_bar, autodiff=autodiff, kernel=k_dot, steps=d.steps
+    )
+
+
+def difference(op: Op, case: Case, seed: int) -> Difference:
+    """The finite-difference half of ``directional``."""
     rng = np.random.default_rng(seed)
     x = {o.wrt: case.arrays[o.wrt].astype(np.float64) for o in op.outputs}
     u = {name: rng.standard_normal(a.shape) for name, a in x.items()}
@@ -88,14 +121,7 @@ def directional(op: Op, case: Case, ref64: Arrays, kernel: Arrays, seed: int) ->
     # sqrt(n) eps times the loss (not eps |loss|: the terms can be much larger than their sum).
     n = sum(a.size for a in x.values())
     bar += 4 * EPS64 * math.sqrt(n) * float(np.max(np.abs(values))) / steps[-1]
-    autodiff = sum(float(np.sum(ref64[o.name] * u[o.wrt])) for o in op.outputs)
-    k_dot = 0.0
-    for o in op.outputs:
-        k64 = kernel[o.name].astype(np.float64)
-        k_dot += float(np.sum(np.where(np.isfinite(k64), k64, np.nan) * u[o.wrt]))
-    return DirectionalFD(
-        fd=float(best), error_bar=float(bar), autodiff=autodiff, kernel=k_dot, steps=steps
-    )
+    return Difference(fd=float(best), error_bar=float(bar), u=u, steps=steps)
 
 
 @dataclass(frozen=True)
