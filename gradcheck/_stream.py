@@ -38,8 +38,6 @@ class Block:
     hi: int
     output: Arrays  # the kernel's outputs, rows lo..hi-1
     ref64: Arrays
-    ref32: Arrays
-    floor: Arrays
     comparisons: dict[str, Comparison]
 
     @property
@@ -78,7 +76,7 @@ def compare_block(op: Op, case: Case, output: Arrays, lo: int, hi: int, factor: 
         )
         for o in op.outputs
     }
-    return Block(sub, op.stream_unit, lo, hi, out, ref64, ref32, floor, comparisons)
+    return Block(sub, op.stream_unit, lo, hi, out, ref64, comparisons)
 
 
 def compare_streamed(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .results import Check, Verdict
+from .results import UNNAMED_CAUSE, Check, Verdict
 
 GUIDE = "DIAGNOSTIC_GUIDE.md"
 
@@ -49,7 +49,7 @@ def likely_cause(
     for key, cause in (*op_causes, *CAUSES):
         if key in present:
             return cause.replace("{axis}", axis)
-    return f"see {GUIDE}#kernel-bug"
+    return UNNAMED_CAUSE
 
 
 def overall(checks: Sequence[Check]) -> Verdict:

@@ -18,6 +18,8 @@ Verdict = Literal["pass", "fd-noise", "kernel-bug", "inconclusive"]
 SCHEMA = "gradcheck.report"
 SCHEMA_VERSION = 2
 # Exit code of `gradcheck run` for each verdict (inconclusive: 1 under --strict).
+# The likely cause of a kernel bug whose evidence names none (diagnose.likely_cause).
+UNNAMED_CAUSE = "see DIAGNOSTIC_GUIDE.md#kernel-bug"
 EXIT_CODES: dict[str, int] = {"pass": 0, "fd-noise": 0, "kernel-bug": 1, "inconclusive": 0}
 
 
@@ -78,7 +80,7 @@ class Report:
         return tuple(
             sorted(
                 (c for c in self.checks if c.verdict != "pass"),
-                key=lambda c: (order[c.verdict], c.likely_cause.endswith("#kernel-bug")),
+                key=lambda c: (order[c.verdict], c.likely_cause == UNNAMED_CAUSE),
             )
         )
 
