@@ -1,10 +1,13 @@
-"""A scoped float64 switch for JAX: references never flip ``jax_enable_x64`` globally."""
+"""A scoped float64 switch for JAX (references never flip ``jax_enable_x64`` globally), and how the
+references call their jitted functions."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -28,9 +31,26 @@ def precision(dtype: type[np.floating[Any]]) -> contextlib.AbstractContextManage
     return enable_x64() if dtype is np.float64 else contextlib.nullcontext()
 
 
-def as_jax(dtype: type[np.floating[Any]], *arrays: np.ndarray) -> list[Any]:
-    """``arrays`` as JAX arrays of ``dtype`` (call inside ``precision(dtype)``)."""
-    import jax.numpy as jnp
+def cast(dtype: type[np.floating[Any]], *arrays: np.ndarray) -> list[np.ndarray]:
+    """``arrays`` in ``dtype``, as numpy arrays: a jitted function takes them as they are, where
+    ``jnp.asarray`` would compile a conversion function of its own for every shape."""
+    return [np.asarray(a, dtype) for a in arrays]
 
-    jd = jnp.float64 if dtype is np.float64 else jnp.float32
-    return [jnp.asarray(a, jd) for a in arrays]
+
+T = TypeVar("T")
+
+
+def built_once(build: Callable[[], T]) -> Callable[[], T]:
+    """``functools.cache`` for a reference's table of jitted functions, safe across threads: two
+    threads asking first would otherwise each build (and trace) a table of their own."""
+    lock = threading.Lock()
+    made: list[T] = []
+
+    @functools.wraps(build)
+    def get() -> T:
+        with lock:
+            if not made:
+                made.append(build())
+        return made[0]
+
+    return get

@@ -9,12 +9,11 @@ kernel receives: O and the log-sum-exp of each query row's scaled scores.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import numpy as np
 
-from ._x64 import as_jax, precision
+from ._x64 import built_once, cast, precision
 
 
 def scores(q: Any, k: Any, scale: float, causal: bool) -> Any:
@@ -41,7 +40,7 @@ def loss(q: Any, k: Any, v: Any, dout: Any, scale: float, causal: bool) -> Any:
     return jnp.sum(dout * forward(q, k, v, scale, causal))
 
 
-@cache
+@built_once
 def _compiled() -> dict[str, Any]:
     import jax
 
@@ -69,7 +68,7 @@ def grads(
 ) -> dict[str, np.ndarray]:
     """dq, dk, dv, evaluated in ``dtype`` (np.float64 or np.float32)."""
     with precision(dtype):
-        args = as_jax(dtype, q, k, v, dout)
+        args = cast(dtype, q, k, v, dout)
         dq, dk, dv = _compiled()["grad"](*args, float(scale), bool(causal))
         return {"dq": np.asarray(dq), "dk": np.asarray(dk), "dv": np.asarray(dv)}
 
@@ -85,7 +84,7 @@ def loss_values(
 ) -> np.ndarray:
     """The loss at each point (``q``, ``k``, ``v`` stacked on axis 0)."""
     with precision(dtype):
-        args = as_jax(dtype, q, k, v, dout)
+        args = cast(dtype, q, k, v, dout)
         out = np.asarray(_compiled()["loss_batch"](*args, float(scale), bool(causal)))
     return out.astype(np.float64)
 
@@ -95,7 +94,7 @@ def forward64(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(O, lse) in float64: what the forward pass saved for the backward kernel."""
     with precision(np.float64):
-        args = as_jax(np.float64, q, k, v)
+        args = cast(np.float64, q, k, v)
         o = np.asarray(_compiled()["forward"](*args, float(scale), bool(causal)))
         lse = np.asarray(_compiled()["lse"](args[0], args[1], float(scale), bool(causal)))
     return o, lse

@@ -8,12 +8,11 @@ what a layer-norm backward kernel computes from ``dy``: dx, dgamma, dbeta (``jax
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import numpy as np
 
-from ._x64 import as_jax, precision
+from ._x64 import built_once, cast, precision
 
 
 def forward(x: Any, gamma: Any, beta: Any, eps: float) -> Any:
@@ -30,7 +29,7 @@ def loss(x: Any, gamma: Any, beta: Any, dy: Any, eps: float) -> Any:
     return jnp.sum(dy * forward(x, gamma, beta, eps))
 
 
-@cache
+@built_once
 def _compiled() -> dict[str, Any]:
     import jax
 
@@ -51,7 +50,7 @@ def grads(
     """dx [rows, hidden], dgamma [hidden], dbeta [hidden], evaluated in ``dtype``."""
     beta = np.zeros_like(gamma)
     with precision(dtype):
-        xs, g, b, d = as_jax(dtype, x, gamma, beta, dy)
+        xs, g, b, d = cast(dtype, x, gamma, beta, dy)
         dx, dgamma, dbeta = _compiled()["grad"](xs, g, b, d, eps=eps)
         return {"dx": np.asarray(dx), "dgamma": np.asarray(dgamma), "dbeta": np.asarray(dbeta)}
 
@@ -66,7 +65,7 @@ def loss_values(
 ) -> np.ndarray:
     """The loss at each point (``x``, ``gamma``, ``beta`` stacked on axis 0)."""
     with precision(dtype):
-        xs, g, b, d = as_jax(dtype, x, gamma, beta, dy)
+        xs, g, b, d = cast(dtype, x, gamma, beta, dy)
         out = np.asarray(_compiled()["loss_batch"](xs, g, b, d, eps))
     return out.astype(np.float64)
 

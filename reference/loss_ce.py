@@ -12,12 +12,11 @@ in float64 (the reference) or float32 (the same-precision reference that sets th
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import numpy as np
 
-from ._x64 import as_jax, precision
+from ._x64 import built_once, cast, precision
 
 
 def loss(logits: Any, targets: Any, mask: Any) -> Any:
@@ -30,18 +29,24 @@ def loss(logits: Any, targets: Any, mask: Any) -> Any:
 def loss_rows(logits: Any, targets: Any, mask: Any, n_valid: Any) -> Any:
     """The rows' share of the loss of a larger batch with ``n_valid`` unmasked rows: their masked
     cross entropy summed, over ``n_valid``. Its gradient is those rows of the whole batch's
-    gradient, so a batch too large to differentiate at once is differentiated a block at a time."""
+    gradient, so a batch too large to differentiate at once is differentiated a block at a time.
+
+    Written with elementwise operations and sums only (the target's logit is picked by a one-hot
+    select, exact: one term is non-zero): JAX traces it in about a third less time than
+    ``log_softmax`` and ``take_along_axis``, and a new process traces every reference again."""
     import jax
     import jax.numpy as jnp
 
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[:, None].astype(jnp.int32), axis=-1)[:, 0]
-    valid = mask != 0
-    total = jnp.sum(jnp.where(valid, mask * nll, jnp.zeros_like(nll)))
+    # the row maximum only keeps exp() in range; the loss does not depend on it
+    z = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    lse = jnp.log(jnp.sum(jnp.exp(z), axis=-1))
+    hit = jnp.arange(logits.shape[-1], dtype=jnp.int32) == targets[:, None]
+    nll = lse - jnp.sum(jnp.where(hit, z, 0.0), axis=-1)
+    total = jnp.sum(jnp.where(mask != 0, mask * nll, 0.0))
     return jnp.where(n_valid > 0, total / jnp.maximum(n_valid, 1).astype(nll.dtype), 0.0)
 
 
-@cache
+@built_once
 def _compiled() -> dict[str, Any]:
     import jax
 
@@ -61,12 +66,11 @@ def _run(
     mask: np.ndarray,
     n_valid: int | None,
 ) -> Any:
-    import jax.numpy as jnp
-
     n = int(np.count_nonzero(mask)) if n_valid is None else int(n_valid)
     with precision(dtype):
-        x, m = as_jax(dtype, logits, mask)
-        return np.asarray(_compiled()[name](x, jnp.asarray(targets), m, jnp.asarray(n, jnp.int32)))
+        x, m = cast(dtype, logits, mask)
+        t = np.asarray(targets, np.int32)
+        return np.asarray(_compiled()[name](x, t, m, np.int32(n)))
 
 
 def grad(

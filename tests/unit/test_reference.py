@@ -63,3 +63,44 @@ def test_reference_does_not_flip_x64_globally(inputs: tuple[np.ndarray, ...]) ->
     loss_ce.grad(*inputs, np.float64)
     assert jnp.asarray(1.0).dtype == jnp.float32
     assert not jax.config.jax_enable_x64
+
+
+def test_large_logits_stay_finite_and_exact() -> None:
+    # the large-logits case: the row maximum is taken out before exp()
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((4, 30)) * 2e4).astype(np.float32)
+    targets = rng.integers(0, 30, 4).astype(np.int32)
+    mask = np.ones(4, np.float32)
+    g = loss_ce.grad(logits, targets, mask, np.float64)
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g, closed_form(logits, targets, mask), rtol=1e-13, atol=1e-16)
+
+
+def test_threads_asking_first_share_one_table_of_functions() -> None:
+    # two tables would trace every reference twice (JAX's cache is per jitted function)
+    import threading
+    import time
+
+    from gradcheck.reference._x64 import built_once
+
+    built: list[object] = []
+    gate = threading.Barrier(4)
+
+    @built_once
+    def table() -> object:
+        time.sleep(0.2)  # a slow build: the other threads ask while it goes on
+        built.append(object())
+        return built[-1]
+
+    got: list[object] = []
+
+    def ask() -> None:
+        gate.wait()
+        got.append(table())
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1 and got == built * 4
