@@ -167,8 +167,9 @@ def check(
 
     step(0)
     checks: list[Check] = []
-    # The references do not depend on the kernel: a small case's (and the next ones') are
-    # computed on threads while its kernel runs, since the launches mostly wait on the backend.
+    # The references do not depend on the kernel: small cases' are computed on threads while the
+    # kernels run, since the launches mostly wait on the backend: the case's own, the next one's,
+    # and further ones' while those ahead hold no more than PREFETCH_ELEMENTS output elements.
     # Large cases compute theirs when their turn comes, so that no more than one case's float64
     # temporaries are held at a time (the memory the refusal and the benchmarks measured).
     pool = ThreadPoolExecutor(max_workers=2)
@@ -180,23 +181,46 @@ def check(
         return ref64, spec.reference(c, np.float32), floor, difference(spec, c, int(seed))
 
     def prefetch(i: int) -> None:
-        if i < len(cases) and i not in pending and _elements(cases[i]) <= PREFETCH_ELEMENTS:
-            pending[i] = pool.submit(references, cases[i])
+        room = PREFETCH_ELEMENTS - sum(_elements(cases[j]) for j in pending)
+        for j in range(i, len(cases)):
+            size = _elements(cases[j])
+            if size > PREFETCH_ELEMENTS or (j > i + 1 and size > room):
+                return
+            if j not in pending:
+                pending[j] = pool.submit(references, cases[j])
+                room -= size
+
+    launched: dict[int, CaseRun] = {}  # kernels run ahead while a case's references compute
+
+    def launch(j: int) -> CaseRun:
+        c = cases[j]
+        runs = runner.schedules[:1] if c.run_once else runner.schedules
+        say(f"case {c.name}: running {ref.label} ({', '.join(runs) or 'once'})")
+        done = runner.run(c, block, grid_t, once=c.run_once)
+        if done.fault is None and done.output is not None:
+            step()
+        return done
+
+    def launch_ahead(i: int) -> None:
+        """Run the kernels of the prefetched cases after i until case i's references are in:
+        the launches wait on the backend and the references on JAX, so both go on at once."""
+        ahead = pending.get(i)
+        for j in range(i + 1, len(cases)):
+            if ahead is None or ahead.done() or j not in pending:
+                return
+            if j not in launched:
+                launched[j] = launch(j)
 
     try:
         for i, (c, stages, blocks) in enumerate(zip(cases, per_case, n_blocks, strict=True)):
             prefetch(i)
-            prefetch(i + 1)
-            runs = runner.schedules[:1] if c.run_once else runner.schedules
-            say(f"case {c.name}: running {ref.label} ({', '.join(runs) or 'once'})")
-            run = runner.run(c, block, grid_t, once=c.run_once)
+            run = launched.pop(i, None) or launch(i)
             if run.fault is not None or run.output is None:
                 assert run.fault is not None
                 checks.append(_fault_check(spec, c, block, run.fault, reproduce(c)))
                 pending.pop(i, None)
                 step(stages)
                 continue
-            step()
             output = run.output
             scope = ""
             diff: Difference | None = None  # the FD along u, when computed ahead
@@ -212,6 +236,7 @@ def check(
                 fd_case, ref64, fd_out, scope = ev.case, ev.ref64, ev.output, ev.rows_text
                 fd_bad = {name: cmp.bad for name, cmp in ev.comparisons.items()}
             else:
+                launch_ahead(i)
                 say(f"case {c.name}: float64 and float32 references")
                 ahead = pending.pop(i, None)
                 ref64, ref32, floor, diff = ahead.result() if ahead is not None else references(c)

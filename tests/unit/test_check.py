@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import gradcheck
 from gradcheck import KernelBug, SignatureMismatch, UsageError
-from gradcheck.ops import get_op
+from gradcheck.ops import Case, get_op
 
 OP = get_op("loss-ce")
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,6 +181,28 @@ def test_steps_count_the_whole_check_for_a_progress_bar() -> None:
     # one case: its runs, the references, reference FD and the fd32 check
     assert seen == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
     assert lines[0] == "building ce-grad" and lines[-1].startswith("case plain: the float32")
+
+
+def test_each_case_runs_once_and_the_steps_only_go_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # small cases' kernels run ahead of their turn while references compute on threads
+    from gradcheck._runner import Runner
+
+    ran: list[str] = []
+    run = Runner.run
+
+    def counted(self: Runner, case: Case, *args: Any, **kwargs: Any) -> Any:
+        ran.append(case.name)
+        return run(self, case, *args, **kwargs)
+
+    monkeypatch.setattr(Runner, "run", counted)
+    seen: list[int] = []
+    report = gradcheck.check(
+        "loss-ce", rows=4, vocab=300, backend="cpu", steps=lambda done, total: seen.append(done)
+    )
+    names = [c["name"] for c in report.cases]
+    assert sorted(ran) == sorted(names) and len(names) == 7
+    assert [c.case for c in report.checks if c.name == "schedules"] == names
+    assert seen == sorted(seen) and seen[-1] == sum(1 for _ in seen) - 1
 
 
 def test_large_problems_run_the_other_distributions_on_a_sample_of_rows() -> None:
