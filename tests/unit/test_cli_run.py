@@ -192,3 +192,28 @@ def test_the_command_keeps_jax_compilations_under_gradcheck_cache(tmp_path: Path
     }
     command(env)
     assert not (tmp_path / "gc3" / "jax").exists()
+
+
+def test_the_command_exits_with_the_verdict_and_its_whole_output(tmp_path: Path) -> None:
+    # the console command skips the interpreter's teardown: nothing it wrote may be lost
+    import subprocess
+    import sys
+
+    out_file = tmp_path / "report.json"
+    code = (
+        "import sys; from gradcheck.cli import console_main; "
+        "sys.argv = ['gradcheck', 'run', 'loss-ce', '--rows', '4', '--vocab', '300', "
+        f"'--kernel', 'sign-flipped', '--backend', 'cpu', '--json', {str(out_file)!r}]; "
+        "console_main()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.rstrip().splitlines()
+    assert lines[-2].startswith("verdict: kernel-bug  (7 cases")
+    assert lines[-1] == f"report written to {out_file}"
+    assert "sign flipped: kernel = -reference" in proc.stdout
+    assert json.loads(out_file.read_text())["verdict"] == "kernel-bug"
+    # a usage error: its message on stderr, exit 2
+    bad = code.replace("'sign-flipped'", "'sign-flip'")
+    proc = subprocess.run([sys.executable, "-c", bad], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Did you mean 'sign-flipped'?" in proc.stderr
