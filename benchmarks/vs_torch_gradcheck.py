@@ -474,6 +474,10 @@ class RunResult:
 
 def gradcheck_run(cache_dir: str, extra: Sequence[str] = ()) -> RunResult:
     env = dict(os.environ, GRADCHECK_CACHE_DIR=cache_dir)
+    # Python as installed writes its bytecode cache: without it an editable install compiles
+    # gradcheck's sources again in every process (pip precompiles a regular install; torch's
+    # files in site-packages were precompiled when it was installed).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.TemporaryDirectory(prefix="gc-report-") as tmp:
         out = Path(tmp) / "report.json"
         cmd = [gradcheck_exe(), *RUN_ARGS, *extra, "--json", str(out)]
