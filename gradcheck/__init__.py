@@ -13,8 +13,8 @@ machine through an emulator that hunts the bugs a GPU hides (``cpu`` backend)::
 
 __version__ = "0.1.0"  # before the imports: submodules read it
 
-from . import probe as probe
-from . import training as training
+from typing import TYPE_CHECKING, Any
+
 from ._check import check as check
 from ._errors import (
     ArithmeticFault as ArithmeticFault,
@@ -73,8 +73,6 @@ from ._launch import In as In
 from ._launch import InOut as InOut
 from ._launch import Launch as Launch
 from ._launch import Out as Out
-from ._training import diagnose_training as diagnose_training
-from ._trainlog import diagnose_log as diagnose_log
 from .backends import (
     SourceModule as SourceModule,
 )
@@ -86,6 +84,34 @@ from .backends import (
 )
 from .results import Check as Check
 from .results import Report as Report
+
+if TYPE_CHECKING:
+    from . import probe as probe
+    from . import training as training
+    from ._training import diagnose_training as diagnose_training
+    from ._trainlog import diagnose_log as diagnose_log
+
+# Imported on first use: the data probe and the training diagnoses are not needed to check a kernel
+# (nor by the `gradcheck` command's run and gate), and they take a sixth of `import gradcheck`.
+_LAZY = {
+    "probe": ("probe", None),
+    "training": ("training", None),
+    "diagnose_training": ("_training", "diagnose_training"),
+    "diagnose_log": ("_trainlog", "diagnose_log"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gradcheck' has no attribute {name!r}")
+    import importlib
+
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(f".{module_name}", __name__)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ArithmeticFault",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast
 import numpy as np
 
 from ._errors import DataMisalignment, Inconclusive, UsageError, suggest
+from ._subcommands import INPUT_KEYS, MASK_KEYS, TARGET_KEYS
 from .results import _finite
 
 if TYPE_CHECKING:
@@ -48,9 +49,6 @@ FIT_FRACTION = 0.5
 CHANCE_MAX_ID = 1 << 22
 MAX_LISTED = 5  # positions quoted per finding; the counts cover the rest
 
-INPUT_KEYS = ("inputs", "input_ids", "tokens", "x")
-TARGET_KEYS = ("targets", "labels", "y")
-MASK_KEYS = ("attention_mask", "mask")
 
 STYLES = {"pass": "green", "data-misalignment": "bold red", "inconclusive": "yellow"}
 
@@ -1011,62 +1009,6 @@ def watch(
 
 # --------------------------------------------------------------------------------------------
 # the probe-data command
-
-
-def add_probe_data_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``gradcheck probe-data BATCH.npz``: the probe on a batch dumped from any training code."""
-    p = sub.add_parser(
-        "probe-data",
-        help="check that a dumped batch's targets are its inputs shifted by one",
-        description="Probe a batch saved with np.savez(FILE, inputs=..., targets=...) for "
-        "misaligned targets (copy task, double shift, unrelated labels) and broken labels "
-        "(out of range, mostly ignored, on padding, every EOS masked). Exit 0: pass or "
-        "inconclusive; 1: data-misalignment; 2: a usage error.",
-    )
-    p.add_argument("batch", metavar="BATCH.npz", help="the batch, saved with numpy.savez")
-    p.add_argument(
-        "--inputs",
-        default=None,
-        metavar="KEY",
-        help=f"array of input ids (default: the first of {', '.join(INPUT_KEYS)})",
-    )
-    p.add_argument(
-        "--targets",
-        default=None,
-        metavar="KEY",
-        help=f"array of target ids (default: the first of {', '.join(TARGET_KEYS)})",
-    )
-    p.add_argument(
-        "--mask",
-        default=None,
-        metavar="KEY",
-        help=f"attention mask, 0 on padding (default: {', '.join(MASK_KEYS)} if present)",
-    )
-    p.add_argument(
-        "--ignore-index",
-        type=int,
-        default=-100,
-        metavar="N",
-        help="the label value the loss skips (default -100)",
-    )
-    p.add_argument("--vocab", type=int, default=None, metavar="V", help="vocabulary size")
-    p.add_argument(
-        "--expected-shift",
-        type=int,
-        default=1,
-        metavar="K",
-        help="targets[i] == inputs[i + K] (default 1; 0 for labels the model shifts itself)",
-    )
-    p.add_argument("--pad-id", type=int, default=None, metavar="ID", help="the padding id")
-    p.add_argument("--eos-id", type=int, default=None, metavar="ID", help="the end-of-text id")
-    p.add_argument(
-        "--max-ignored",
-        type=float,
-        default=0.5,
-        metavar="F",
-        help="largest share of ignored labels that passes (default 0.5)",
-    )
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
 
 
 def _load_npz(path: Path) -> Mapping[str, np.ndarray]:

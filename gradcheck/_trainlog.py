@@ -34,6 +34,7 @@ from ._logread import ALIASES as ALIASES
 from ._logread import LogSeries as LogSeries
 from ._logread import format_step as _step
 from ._logread import read_log as read_log
+from ._subcommands import TRAINING_LOG_GUIDE
 from .results import _finite
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ LogVerdict = Literal["pass", "kernel-bug", "lr-problem", "data-misalignment", "i
 
 SCHEMA = "gradcheck.training-log"
 SCHEMA_VERSION = 1
-GUIDE = "DIAGNOSTIC_GUIDE.md#training-log"
+GUIDE = TRAINING_LOG_GUIDE
 PLOT_INSTALL = 'pip install "gradcheck[plot]"'
 # Exit code of `gradcheck diagnose-log` for each verdict: a probable problem fails, like a check.
 EXIT_CODES: dict[str, int] = {
@@ -1308,50 +1309,6 @@ def diagnose_log(
 
 
 # --- the command ------------------------------------------------------------------------------
-
-
-def add_diagnose_log_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `gradcheck diagnose-log` to the CLI's subcommands."""
-    p = sub.add_parser(
-        "diagnose-log",
-        help="probable verdict from a training log (JSON lines or CSV), with a PNG plot",
-        description="Read a training log (step, loss, grad norm before clipping, lr, clipped, "
-        "param distance from init) and give a probable verdict: pass, kernel-bug, lr-problem, "
-        "data-misalignment or inconclusive, with the findings and the checks that settle it. "
-        f"Exit 0: pass or inconclusive; 1: a probable problem; 2: a usage error. See {GUIDE}.",
-    )
-    p.add_argument("log", help="the training log: JSON lines or CSV with a header")
-    p.add_argument(
-        "--vocab",
-        type=int,
-        default=None,
-        metavar="V",
-        help="vocabulary size: compare loss_0 with ln V",
-    )
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=None,
-        metavar="N",
-        help="warm-up steps (default: the end of the lr ramp in the log)",
-    )
-    p.add_argument(
-        "--max-norm",
-        dest="max_norm",
-        type=float,
-        default=None,
-        metavar="X",
-        help="gradient clipping norm: clipped = grad_norm > X when the log has no clipped column",
-    )
-    plot = p.add_mutually_exclusive_group()
-    plot.add_argument(
-        "--plot",
-        default=None,
-        metavar="FILE",
-        help="write the PNG plot there (default: <log stem>.diagnosis.png next to the log)",
-    )
-    plot.add_argument("--no-plot", dest="no_plot", action="store_true", help="write no plot")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
 
 
 def run_diagnose_log(args: argparse.Namespace, console: Console) -> int:

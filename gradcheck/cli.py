@@ -483,8 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="an earlier --json file: show which checks got worse or better",
     )
-    from ._alignment import add_probe_data_parser
-    from ._trainlog import add_diagnose_log_parser
+    from ._subcommands import add_diagnose_log_parser, add_probe_data_parser
 
     add_probe_data_parser(sub)
     add_diagnose_log_parser(sub)

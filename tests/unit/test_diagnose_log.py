@@ -17,9 +17,9 @@ import pytest
 from rich.console import Console
 
 from gradcheck._errors import UsageError
+from gradcheck._subcommands import add_diagnose_log_parser
 from gradcheck._trainlog import (
     LogReport,
-    add_diagnose_log_parser,
     diagnose_log,
     read_log,
     run_diagnose_log,

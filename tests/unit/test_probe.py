@@ -19,8 +19,9 @@ from rich.console import Console
 
 import gradcheck.probe
 from gradcheck import probe
-from gradcheck._alignment import add_probe_data_parser, run_probe_data
+from gradcheck._alignment import run_probe_data
 from gradcheck._errors import DataMisalignment, GradcheckError, Inconclusive, UsageError
+from gradcheck._subcommands import add_probe_data_parser
 
 VOCAB = 1000
 EOS = 0  # also the padding id in the pad == eos cases
