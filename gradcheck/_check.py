@@ -228,12 +228,18 @@ def check(
                 say(
                     f"case {c.name}: references and comparison, {blocks} blocks of {spec.stream_unit}"
                 )
-                merged, ev = compare_streamed(spec, c, output, factor, tick=step)
+                merged, ev, totals = compare_streamed(spec, c, output, factor, tick=step)
                 found, worst = _streamed_checks(
-                    spec, c, block, run, merged, ev, factor, reproduce(c)
+                    spec, c, block, run, merged, ev, totals, factor, reproduce(c)
                 )
-                # The checks that need values (FD) look at the block holding the worst element.
+                # The checks that need values (FD) look at the block holding the worst element;
+                # the FD moves the inputs of the outputs cut into rows (a summed output is only
+                # that block's share there).
                 fd_case, ref64, fd_out, scope = ev.case, ev.ref64, ev.output, ev.rows_text
+                fd_outputs = list(ev.comparisons)
+                if len(fd_outputs) < len(spec.outputs):
+                    moved = ", ".join(o.wrt for o in spec.outputs if o.name in fd_outputs)
+                    scope = f"{moved} of {scope}"
                 fd_bad = {name: cmp.bad for name, cmp in ev.comparisons.items()}
             else:
                 launch_ahead(i)
@@ -243,14 +249,14 @@ def check(
                 found, worst = _case_checks(
                     spec, c, block, run, ref64, ref32, floor, factor, reproduce(c)
                 )
-                fd_case, fd_out = c, output
+                fd_case, fd_out, fd_outputs = c, output, None
                 fd_bad = {name: cmp.bad for name, cmp in worst.items()}
                 step()
             checks.extend(found)
             say(f"case {c.name}: finite differences of the float64 reference")
             checks.append(
                 _reference_fd_check(
-                    spec, fd_case, ref64, fd_out, int(seed), reproduce(c), scope, diff
+                    spec, fd_case, ref64, fd_out, int(seed), reproduce(c), scope, diff, fd_outputs
                 )
             )
             step()
@@ -466,12 +472,14 @@ def _streamed_checks(
     run: CaseRun,
     merged: dict[str, Comparison],
     ev: Block,
+    totals: Arrays,
     factor: float,
     repro: str,
 ) -> tuple[list[Check], dict[str, Comparison]]:
     """The compare checks of a case compared a block of rows at a time (it ran once: no bitwise
     checks). Counts and the map of wrong elements cover every row; the wrong formulas and value
-    patterns are read off the block holding the worst element."""
+    patterns are read off the block holding the worst element, those of a summed output off the
+    whole of it (``totals``: its float64 reference)."""
     assert run.output is not None
     run_name = run.outputs[0][0] if run.outputs else ""
     variants: list[Variant] | None = None
@@ -479,7 +487,11 @@ def _streamed_checks(
     for o in spec.outputs:
         cmp = merged[o.name]
         found: list[Pattern] = []
-        if cmp.n_bad:
+        if cmp.n_bad and o.name in totals:
+            found = value_patterns(
+                cmp.bad, run.output[o.name], totals[o.name], cmp.unwritten, spec, c, o.name
+            )
+        elif cmp.n_bad:
             bc = ev.comparisons[o.name]
             if variants is None:
                 variants = spec.variants(ev.case)
@@ -809,10 +821,12 @@ def _reference_fd_check(
     repro: str,
     scope: str = "",
     diff: Difference | None = None,
+    outputs: Sequence[str] | None = None,
 ) -> Check:
     """FD of the float64 reference along a random direction (``scope``: the rows it spans,
-    when the case is too large for the whole of it)."""
-    d = directional(spec, c, ref64, out, seed, diff)
+    when the case is too large for the whole of it; ``outputs``: the outputs whose inputs it
+    moves, default all)."""
+    d = directional(spec, c, ref64, out, seed, diff, outputs)
     kernel_bars = abs(d.kernel - d.fd) / d.error_bar if d.error_bar else float("inf")
     numbers = {
         "fd": d.fd,

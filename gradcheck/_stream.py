@@ -5,8 +5,11 @@ the noise bound, the float32 reference and the comparison's temporaries as much 
 each block of rows gets its references, noise bound and comparison, and only the merged numbers
 (and, where elements are wrong, a map of them) outlive it. The blocks run on a thread per core:
 numpy and JAX release the interpreter lock for the work. Ops say whether their outputs can be cut
-into rows (``Op.stream_rows``, ``Op.rows``): an output that sums over rows cannot. A "row" is what
-the op says: a row of logits for loss-ce, a head (batch * heads flattened) for attention-bwd.
+into rows (``Op.stream_rows``, ``Op.rows``). A "row" is what the op says: a row of logits for
+loss-ce, a row of x for layernorm-bwd, a head (batch * heads flattened) for attention-bwd. An
+output that sums over the rows (``Op.summed_outputs``: layernorm-bwd's dgamma and dbeta) gets
+each block's share of its references and noise bound; the shares are added up in block order
+and the kernel's output compared with the totals once, at the end.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ BLOCK_ELEMENTS = 1 << 21
 _NOTHING = np.zeros(0, bool)
 
 
+# Per summed output: a block's share of (float64 reference, float32 reference, noise bound).
+Shares = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 @dataclass(frozen=True)
 class Block:
     """One block of rows with everything its comparison used (for where, variants and FD)."""
@@ -36,9 +43,10 @@ class Block:
     unit: str  # what its rows are called (Op.stream_unit)
     lo: int
     hi: int
-    output: Arrays  # the kernel's outputs, rows lo..hi-1
-    ref64: Arrays
-    comparisons: dict[str, Comparison]
+    output: Arrays  # the kernel's outputs cut into rows, rows lo..hi-1 (no summed outputs)
+    ref64: Arrays  # of every output (of a summed one: these rows' share)
+    comparisons: dict[str, Comparison]  # the outputs cut into rows
+    shares: Shares  # of the summed outputs: these rows' share
 
     @property
     def rows_text(self) -> str:
@@ -66,17 +74,19 @@ def compare_block(op: Op, case: Case, output: Arrays, lo: int, hi: int, factor: 
     floor = op.noise_floor(sub, ref64)
     rows = op.stream_rows(case)
     assert rows is not None, f"{op.id} does not compare a block of rows at a time"
+    summed = op.summed_outputs()
+    cut = [o.name for o in op.outputs if o.name not in summed]
     out = {
-        o.name: output[o.name].reshape(rows, -1)[lo:hi].reshape(sub.output_shapes[o.name])
-        for o in op.outputs
+        name: output[name].reshape(rows, -1)[lo:hi].reshape(sub.output_shapes[name]) for name in cut
     }
     comparisons = {
-        o.name: compare_output(
-            out[o.name], ref64[o.name], ref32[o.name], floor[o.name], factor=factor, mergeable=True
+        name: compare_output(
+            out[name], ref64[name], ref32[name], floor[name], factor=factor, mergeable=True
         )
-        for o in op.outputs
+        for name in cut
     }
-    return Block(sub, op.stream_unit, lo, hi, out, ref64, comparisons)
+    shares = {name: (ref64[name], ref32[name], floor[name]) for name in summed}
+    return Block(sub, op.stream_unit, lo, hi, out, ref64, comparisons, shares)
 
 
 def compare_streamed(
@@ -87,17 +97,18 @@ def compare_streamed(
     *,
     tick: Callable[[], None] | None = None,
     workers: int | None = None,
-) -> tuple[dict[str, Comparison], Block]:
-    """Every output of ``case`` compared, a block of rows at a time; and the block holding the
-    worst element (its arrays are what the where and FD checks look at)."""
+) -> tuple[dict[str, Comparison], Block, Arrays]:
+    """Every output of ``case`` compared, a block of rows at a time; the block holding the
+    worst element of the outputs cut into rows (its arrays are what the where and FD checks look
+    at); and the float64 references of the summed outputs, added up over the blocks."""
     rows = op.stream_rows(case)
     assert rows is not None, f"{op.id} does not compare a block of rows at a time"
     todo = spans(rows, op.row_cost(case))
 
-    def one(span: tuple[int, int]) -> dict[str, Comparison]:
+    def one(span: tuple[int, int]) -> tuple[dict[str, Comparison], Shares]:
         b = compare_block(op, case, output, span[0], span[1], factor)
         # Keep the numbers; the element maps only where an element is wrong.
-        return {
+        kept = {
             name: replace(
                 c,
                 noise=_NOTHING,
@@ -106,12 +117,21 @@ def compare_streamed(
             )
             for name, c in b.comparisons.items()
         }
+        return kept, b.shares
 
     parts: list[tuple[int, dict[str, Comparison]]] = []
+    totals: dict[str, list[np.ndarray]] = {}
     pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
     try:
-        for (lo, _), result in zip(todo, pool.map(one, todo), strict=True):
-            parts.append((lo, result))
+        for (lo, _), (kept, shares) in zip(todo, pool.map(one, todo), strict=True):
+            parts.append((lo, kept))
+            for name, share in shares.items():
+                if name not in totals:
+                    totals[name] = [np.zeros(share[0].shape, np.float64)] + [
+                        np.zeros(a.shape, a.dtype) for a in share[1:]
+                    ]
+                for total, a in zip(totals[name], share, strict=True):
+                    total += a  # the float32 reference's shares add up in float32
             if tick is not None:
                 tick()
     finally:
@@ -119,10 +139,16 @@ def compare_streamed(
         # finish (a fraction of a second), not the whole problem.
         pool.shutdown(wait=True, cancel_futures=True)
     merged = {
-        o.name: merge_rows([(lo, r[o.name]) for lo, r in parts], case.output_shapes[o.name], rows)
-        for o in op.outputs
+        name: merge_rows([(lo, r[name]) for lo, r in parts], case.output_shapes[name], rows)
+        for name in parts[0][1]
     }
-    # The block with the worst element over all outputs, recomputed with its arrays.
+    for name, (ref64, ref32, floor) in totals.items():
+        merged[name] = compare_output(
+            output[name], ref64, ref32, floor, factor=factor, mergeable=True
+        )
+    merged = {o.name: merged[o.name] for o in op.outputs}  # the op's order
+    # The block with the worst element over the outputs cut into rows, recomputed with its arrays.
     k = max(range(len(parts)), key=lambda i: max(c.max_ratio for c in parts[i][1].values()))
     lo, hi = todo[k]
-    return merged, compare_block(op, case, output, lo, hi, factor)
+    worst = compare_block(op, case, output, lo, hi, factor)
+    return merged, worst, {name: t[0] for name, t in totals.items()}

@@ -11,7 +11,7 @@ the step the float32 perturbation really took, and truncation.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,16 +81,18 @@ def directional(
     kernel: Arrays,
     seed: int,
     diff: Difference | None = None,
+    outputs: Sequence[str] | None = None,
 ) -> DirectionalFD:
     """Richardson-extrapolated central difference of the float64 loss along a random direction
     in every input the op differentiates (one unit vector over all of them together), against
     the reference's and the kernel's gradients along it. ``diff``: ``difference(op, case, seed)``
-    computed beforehand."""
-    d = difference(op, case, seed) if diff is None else diff
+    computed beforehand. ``outputs``: only the inputs of these outputs move (default: all)."""
+    d = difference(op, case, seed, outputs) if diff is None else diff
     u = d.u
-    autodiff = sum(float(np.sum(ref64[o.name] * u[o.wrt])) for o in op.outputs)
+    moved = [o for o in op.outputs if outputs is None or o.name in outputs]
+    autodiff = sum(float(np.sum(ref64[o.name] * u[o.wrt])) for o in moved)
     k_dot = 0.0
-    for o in op.outputs:
+    for o in moved:
         k64 = kernel[o.name].astype(np.float64)
         k_dot += float(np.sum(np.where(np.isfinite(k64), k64, np.nan) * u[o.wrt]))
     return DirectionalFD(
@@ -98,11 +100,15 @@ def directional(
     )
 
 
-def difference(op: Op, case: Case, seed: int) -> Difference:
+def difference(op: Op, case: Case, seed: int, outputs: Sequence[str] | None = None) -> Difference:
     """The finite-difference half of ``directional``."""
     rng = np.random.default_rng(seed)
     x = {o.wrt: case.arrays[o.wrt].astype(np.float64) for o in op.outputs}
-    u = {name: rng.standard_normal(a.shape) for name, a in x.items()}
+    moving = {o.wrt for o in op.outputs if outputs is None or o.name in outputs}
+    u = {
+        name: rng.standard_normal(a.shape) if name in moving else np.zeros(a.shape)
+        for name, a in x.items()
+    }
     norm = float(np.sqrt(sum(float(np.sum(d * d)) for d in u.values())))
     u = {name: d / norm for name, d in u.items()}
     steps = tuple(DIRECTION_H0 / 2**k for k in range(DIRECTION_LEVELS))

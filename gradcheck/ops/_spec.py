@@ -254,9 +254,15 @@ class Op(ABC):
     stream_unit: str = "rows"  # what one of the stream_rows is called in reports
 
     def stream_rows(self, case: Case) -> int | None:
-        """The rows (first axis of every output) in which a comparison of ``case`` may be done a
-        block at a time, or None when the outputs are not row by row (a sum over rows, say)."""
+        """The rows (first axis of every output but the summed ones) in which a comparison of
+        ``case`` may be done a block at a time, or None when it cannot be cut into rows."""
         return None
+
+    def summed_outputs(self) -> tuple[str, ...]:
+        """Outputs that are sums over the stream rows (layer norm's dgamma): a block's reference
+        is its rows' share of the sum; a streamed comparison adds the shares (and their noise
+        bounds) up and compares the kernel's output with the total once."""
+        return ()
 
     def row_cost(self, case: Case) -> int:
         """How many elements the references and the noise bound of one of the stream_rows hold
@@ -266,8 +272,9 @@ class Op(ABC):
 
     def rows(self, case: Case, lo: int, hi: int) -> Case:
         """``case`` cut to rows ``lo .. hi - 1`` of its outputs, keeping the whole case's
-        normalisation: its reference is rows ``lo .. hi - 1`` of the whole case's reference.
-        Ops whose ``stream_rows`` is not None implement it."""
+        normalisation: its reference is rows ``lo .. hi - 1`` of the whole case's reference (and
+        those rows' share of each summed output), and its noise bound, added up over the blocks,
+        the whole case's. Ops whose ``stream_rows`` is not None implement it."""
         raise NotImplementedError(f"{self.id} does not compare a block of rows at a time")
 
     def variants(self, case: Case) -> list[Variant]:

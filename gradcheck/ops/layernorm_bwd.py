@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ._spec import (
+    SAMPLE_ELEMENTS,
     Arrays,
     Case,
     Dim,
@@ -144,10 +145,22 @@ class LayerNormBwd(Op):
         ),
     )
 
-    # peak RSS of `gradcheck run layernorm-bwd`: 1.22 GB at rows 1024 x hidden 4096, 2.91 GB at 4096
+    # Peak PSS of `gradcheck run layernorm-bwd` at hidden 4096 (warm cache): 1.36 GiB at rows 2048,
+    # 1.52 GiB at 4096, 1.73 GiB at 8192. Above 2^22 elements the other cases hold a sample of the
+    # rows (134 bytes an element, measured when every case held the whole problem) and plain is
+    # compared a block of rows at a time, so what grows is its x, dy and dx (13.5 to 20 bytes an
+    # element between those sizes). The refusal assumes 134 bytes for each element up to
+    # 2 x 2^22 and 24 for every element: it errs on the side of the user's process.
     work_unit = "rows * hidden elements"
     bytes_per_unit = 134
+    bytes_per_streamed_element = 24
     smaller = "Use fewer rows: each row is one block running the same code, so a few hundred rows at your hidden size check it as well."
+
+    def memory_bytes(self, dims: dict[str, int]) -> int:
+        n = self.work_units(dims)
+        return (
+            self.bytes_per_unit * min(n, 2 * SAMPLE_ELEMENTS) + self.bytes_per_streamed_element * n
+        )
 
     def validate(self, dims: dict[str, int], block: int) -> None:
         self.limit_elements(dims, ("rows", "hidden"), 1 << 28)
@@ -224,6 +237,30 @@ class LayerNormBwd(Op):
     def geometry(self, case: Case, block: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
         return (block, 1, 1), (case.dims["rows"], 1)
 
+    def stream_rows(self, case: Case) -> int | None:
+        return case.dims["rows"]
+
+    def summed_outputs(self) -> tuple[str, ...]:
+        return ("dgamma", "dbeta")
+
+    def row_cost(self, case: Case) -> int:
+        return case.dims["hidden"]  # dx's row; dgamma and dbeta are one row for the whole block
+
+    def rows(self, case: Case, lo: int, hi: int) -> Case:
+        a = case.arrays
+        per_row = {name: a[name][lo:hi] for name in ("dy", "x", "mean", "rstd")}
+        hidden = case.dims["hidden"]
+        return replace(
+            case,
+            description=f"rows {lo}..{hi - 1} of {case.name}",
+            dims={"rows": hi - lo, "hidden": hidden},
+            arrays={**a, **per_row},
+            # the dgamma / dbeta noise bound grows with the rows the whole sum runs over
+            scalars={**case.scalars, "rows": hi - lo, "summed_rows": _summed_rows(case)},
+            output_shapes={"dx": (hi - lo, hidden), "dgamma": (hidden,), "dbeta": (hidden,)},
+            run_once=False,
+        )
+
     def reference(self, case: Case, dtype: type[np.floating[Any]]) -> Arrays:
         from ..reference import layernorm
 
@@ -245,7 +282,7 @@ class LayerNormBwd(Op):
 
     def noise_floor(self, case: Case, ref64: Arrays) -> Arrays:
         c = _row_ctx(case)
-        rows, hidden = case.dims["rows"], case.dims["hidden"]
+        hidden = case.dims["hidden"]
         g, xh, rstd, dy = c["g"], c["xhat"], c["rstd"], c["dy"]
         a = g.mean(axis=1, keepdims=True)
         b = (g * xh).mean(axis=1, keepdims=True)
@@ -265,7 +302,7 @@ class LayerNormBwd(Op):
             + np.abs(b) * d_xh
             + np.abs(xh) * err_b
         ) + 3 * U32 * np.abs(ref64["dx"])
-        sum_r = SUM_LAMBDA * math.sqrt(rows) * U32
+        sum_r = SUM_LAMBDA * math.sqrt(_summed_rows(case)) * U32
         dgamma = (sum_r + 2 * U32) * np.abs(dy * xh).sum(axis=0) + (np.abs(dy) * d_xh).sum(axis=0)
         dbeta = sum_r * np.abs(dy).sum(axis=0)
         return {
@@ -314,6 +351,11 @@ class LayerNormBwd(Op):
             Variant(key, text, f"{cause}; {GUIDE}#layernorm-bwd", {"dx": dx})
             for key, (dx, text, cause) in wrong.items()
         ]
+
+
+def _summed_rows(case: Case) -> int:
+    """The rows dgamma and dbeta sum over: the whole case's, also in a block of its rows."""
+    return int(case.scalars.get("summed_rows", case.dims["rows"]))
 
 
 LAYERNORM_BWD = LayerNormBwd()

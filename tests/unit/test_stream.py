@@ -198,7 +198,7 @@ def test_attention_compared_a_head_at_a_time_finds_the_element_the_whole_compari
     r32 = ATT.reference(att_case, np.float32)  # type: ignore[arg-type]
     out = {name: a.copy() for name, a in r32.items()}
     out["dk"][1, 0, 5, 3] *= np.float32(1.01)
-    merged, worst_block = stream.compare_streamed(ATT, att_case, out, 3.0)  # type: ignore[arg-type]
+    merged, worst_block, _ = stream.compare_streamed(ATT, att_case, out, 3.0)  # type: ignore[arg-type]
     assert merged["dk"].n_bad == 1 and merged["dk"].worst == (1, 0, 5, 3)
     assert merged["dq"].n_bad == merged["dv"].n_bad == 0
     assert merged["dk"].bad[1, 0, 5, 3] and merged["dk"].bad.sum() == 1
@@ -226,3 +226,50 @@ def test_an_interrupted_comparison_stops_without_finishing_the_other_blocks(
     with pytest.raises(KeyboardInterrupt):
         stream.compare_streamed(OP, case, out, 3.0, tick=stop, workers=2)
     assert len(done) < 10
+
+
+LN = get_op("layernorm-bwd")
+
+
+def test_layernorm_blocks_of_rows_add_up_to_the_whole_comparison(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # dx is cut into rows; dgamma and dbeta sum over the rows: each block gives its share of
+    # their references and noise bound, and the kernel's output is compared with the totals
+    monkeypatch.setattr(stream, "BLOCK_ELEMENTS", 7 * 64)  # 7 rows a block: 6 blocks
+    case = LN.cases({"rows": 40, "hidden": 64}, 256, 3, {})[1]  # large activations
+    r64, r32 = LN.reference(case, np.float64), LN.reference(case, np.float32)
+    floor = LN.noise_floor(case, r64)
+    out = {name: a.copy() for name, a in r32.items()}
+    out["dx"][33, 5] *= np.float32(1.5)
+    out["dgamma"][7] += np.float32(100 * floor["dgamma"][7])
+    whole = {name: compare_output(out[name], r64[name], r32[name], floor[name]) for name in out}
+    merged, worst, totals = stream.compare_streamed(LN, case, out, 3.0, workers=2)
+    assert stream.block_count(LN, case) == 6
+    for name in ("dx", "dgamma", "dbeta"):
+        assert (merged[name].n_bad, merged[name].worst) == (whole[name].n_bad, whole[name].worst)
+        assert merged[name].max_ratio == pytest.approx(whole[name].max_ratio, rel=1e-6)
+    assert merged["dx"].worst == (33, 5) and merged["dgamma"].worst == (7,)
+    assert merged["dbeta"].n_bad == 0
+    for name in ("dgamma", "dbeta"):  # the shares add up to the whole reference
+        np.testing.assert_allclose(totals[name], r64[name], rtol=1e-12, atol=1e-12)
+    assert (worst.lo, worst.hi) == (28, 35) and set(worst.comparisons) == {"dx"}
+
+
+def test_a_large_layernorm_check_is_compared_in_blocks_and_names_its_bugs() -> None:
+    # rows x hidden above 2^22: plain runs once and is compared 512 rows at a time
+    report = gradcheck.check("layernorm-bwd", rows=1100, hidden=4096, backend="cpu", case="plain")
+    assert report.verdict == "pass"
+    assert "compared in 3 blocks of rows" in report.cases[0]["description"]
+    fd = next(c for c in report.checks if c.name == "reference-fd")
+    assert "a random direction in x of rows 512..1,023" in fd.summary and fd.verdict == "pass"
+    bad = gradcheck.check(
+        "layernorm-bwd", "thread-per-element", rows=1100, hidden=4096, backend="cpu", case="plain"
+    )
+    flagged = {c.output: c for c in bad.checks if c.name == "compare"}
+    assert {name for name, c in flagged.items() if c.verdict == "kernel-bug"} == {
+        "dx",
+        "dgamma",
+        "dbeta",
+    }
+    assert any("hidden index >= 256 (= blockDim.x)" in w for w in flagged["dx"].where)
