@@ -169,7 +169,8 @@ def check(
     checks: list[Check] = []
     # The references do not depend on the kernel: small cases' are computed on threads while the
     # kernels run, since the launches mostly wait on the backend: the case's own, the next one's,
-    # and further ones' while those ahead hold no more than PREFETCH_ELEMENTS output elements.
+    # and further ones' while those ahead hold no more than PREFETCH_UNITS work units (elements;
+    # scores for attention: what the references' temporaries grow with).
     # Large cases compute theirs when their turn comes, so that no more than one case's float64
     # temporaries are held at a time (the memory the refusal and the benchmarks measured).
     pool = ThreadPoolExecutor(max_workers=2)
@@ -181,10 +182,10 @@ def check(
         return ref64, spec.reference(c, np.float32), floor, difference(spec, c, int(seed))
 
     def prefetch(i: int) -> None:
-        room = PREFETCH_ELEMENTS - sum(_elements(cases[j]) for j in pending)
+        room = PREFETCH_UNITS - sum(spec.work_units(cases[j].dims) for j in pending)
         for j in range(i, len(cases)):
-            size = _elements(cases[j])
-            if size > PREFETCH_ELEMENTS or (j > i + 1 and size > room):
+            size = spec.work_units(cases[j].dims)
+            if size > PREFETCH_UNITS or (j > i + 1 and size > room):
                 return
             if j not in pending:
                 pending[j] = pool.submit(references, cases[j])
@@ -349,13 +350,10 @@ def fd32_arguments(values: dict[str, float]) -> str:
     )
 
 
-# Cases with at most this many output elements get their references computed ahead, on threads
-# (_check's loop): there the per-call overheads of JAX, not the arithmetic, take the time.
-PREFETCH_ELEMENTS = 1 << 20
-
-
-def _elements(c: Case) -> int:
-    return sum(int(np.prod(shape)) for shape in c.output_shapes.values())
+# Cases of at most this many work units (Op.work_units: elements, or attention's scores) get their
+# references computed ahead, on threads (_check's loop): there the per-call overheads of JAX, not
+# the arithmetic, take the time; larger ones would hold two cases' float64 temporaries at once.
+PREFETCH_UNITS = 1 << 20
 
 
 # The process at rest (Python, JAX, the compiled references) before any case's arrays.

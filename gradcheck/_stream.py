@@ -103,7 +103,15 @@ def compare_streamed(
     at); and the float64 references of the summed outputs, added up over the blocks."""
     rows = op.stream_rows(case)
     assert rows is not None, f"{op.id} does not compare a block of rows at a time"
-    todo = spans(rows, op.row_cost(case))
+    per_row = op.row_cost(case)
+    todo = spans(rows, per_row)
+    if workers is None:
+        # A thread per core, while the blocks in flight hold no more than BLOCK_ELEMENTS a core:
+        # a row larger than a block (an attention head at seq 2048 is 4M scores) is a block of
+        # its own, and fewer of those run at once.
+        cores = os.cpu_count() or 1
+        biggest = max(hi - lo for lo, hi in todo) * per_row
+        workers = max(1, min(cores, cores * BLOCK_ELEMENTS // biggest))
 
     def one(span: tuple[int, int]) -> tuple[dict[str, Comparison], Shares]:
         b = compare_block(op, case, output, span[0], span[1], factor)
@@ -121,7 +129,7 @@ def compare_streamed(
 
     parts: list[tuple[int, dict[str, Comparison]]] = []
     totals: dict[str, list[np.ndarray]] = {}
-    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(max_workers=workers)
     try:
         for (lo, _), (kept, shares) in zip(todo, pool.map(one, todo), strict=True):
             parts.append((lo, kept))
