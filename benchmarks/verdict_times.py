@@ -5,7 +5,7 @@
 Run from the repository root in an environment where gradcheck is installed (``pip install -e .``).
 No GPU needed: the cpu backend runs the kernels. Progress goes to stderr; the results go into this
 script's section of benchmarks/RESULTS.md (or FILE), between its markers. The default run (2 cold
-runs and 1 warm run of each command; 1 cold run at the LLM sizes) took 625 s on 2 cores; ``--quick`` does 1 cold run and no warm run.
+runs and 1 warm run of each command; 1 cold run at the LLM sizes) took 572 s on 2 cores; ``--quick`` does 1 cold run and no warm run.
 
 Each command is ``gradcheck run OP <sizes>`` with the op's default (correct) kernel, started as a
 new process with an empty compile cache (a fresh GRADCHECK_CACHE_DIR: the backend runtime, the
@@ -201,11 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"LLM sizes: {LLM_REPEAT} cold run each, no warm run. Above 2^22 elements (scores) the "
         "plain case is the whole problem run once on every core, with its large buffers in "
-        "memory the cpu backend's launch worker uses in place; loss-ce and attention-bwd compare "
-        "it a block of rows (heads) at a time, layernorm-bwd holds it whole (dgamma and dbeta "
-        "sum over rows); the other cases run on a sample. Peak memory includes the process at "
-        "rest (Python, JAX, the compiled references: about 0.7 GB), which the ratio to the "
-        "output bytes does not subtract.",
+        "memory the cpu backend's launch worker uses in place, compared a block of rows (heads "
+        "for attention-bwd) at a time; layernorm-bwd's dgamma and dbeta, sums over the rows, "
+        "add up each block's share; the other cases run on a sample. Peak memory includes the "
+        "process at rest (Python, JAX, the compiled references; the small sizes' peaks are "
+        "mostly that), which the ratio to the output bytes does not subtract; at the LLM sizes "
+        "of layernorm-bwd and attention-bwd it and the sampled cases are most of the peak.",
     ]
     if failed:
         body += ["", f"FAIL: a correct kernel did not pass at {', '.join(failed)}."]

@@ -231,7 +231,7 @@ class AttentionBwd(Op):
     # seq 512) and 1.36 GB (heads 2, seq 1024), about 0.9 GB of it the process at rest: 330 bytes
     # a score while every case holds its scores. Above 2^22 scores the other cases hold a sample
     # of them and plain is compared a head at a time, so what grows is its inputs and outputs:
-    # 2.84 GB at batch 1, heads 32, seq 2048, head_dim 128 (134M scores; benchmarks/RESULTS.md).
+    # 2.7 GiB at batch 1, heads 32, seq 2048, head_dim 128 (134M scores; benchmarks/RESULTS.md).
     # The refusal assumes 330 bytes for each score up to 2 x 2^22 and 64 per element of q: 4.4 GB
     # there, an over-estimate on the side of the user's process.
     work_unit = "batch * heads * seq^2 scores"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -273,3 +275,33 @@ def test_a_large_layernorm_check_is_compared_in_blocks_and_names_its_bugs() -> N
         "dbeta",
     }
     assert any("hidden index >= 256 (= blockDim.x)" in w for w in flagged["dx"].where)
+
+
+def test_rows_larger_than_a_block_are_compared_fewer_at_a_time(
+    att_case: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an attention head at seq 2048 is 4M scores of float64 temporaries: on 2 cores, one at a time
+    monkeypatch.setattr(stream, "BLOCK_ELEMENTS", 100)  # a head here is 256 scores
+    monkeypatch.setattr(stream.os, "cpu_count", lambda: 2)
+    running: list[int] = []
+    most = [0]
+    block = stream.compare_block
+
+    def counted(*args: object, **kwargs: object) -> stream.Block:
+        running.append(1)
+        most[0] = max(most[0], len(running))
+        try:
+            time.sleep(0.05)  # long enough for the blocks that may run together to meet
+            return block(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            running.pop()
+
+    monkeypatch.setattr(stream, "compare_block", counted)
+    r32 = ATT.reference(att_case, np.float32)  # type: ignore[arg-type]
+    merged, _, _ = stream.compare_streamed(ATT, att_case, r32, 3.0)  # type: ignore[arg-type]
+    assert merged["dq"].n_bad == 0 and most[0] == 1
+    # rows as large as a block run a thread per core
+    monkeypatch.setattr(stream, "BLOCK_ELEMENTS", 256)
+    most[0] = 0
+    stream.compare_streamed(ATT, att_case, r32, 3.0)  # type: ignore[arg-type]
+    assert most[0] == 2
