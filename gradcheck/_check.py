@@ -18,7 +18,7 @@ from ._stream import Block, block_count, compare_streamed
 from .compare import DEFAULT_FACTOR, POWER_ERROR, Comparison, compare_output
 from .diagnose import likely_cause, overall
 from .fd import FD32_POWER_ERROR, Difference, NaiveFD32, difference, directional, naive_fd32
-from .ops import Arrays, Case, Op, Variant, get_op
+from .ops import Arrays, Case, Op, Variant, get_op, sample_of
 from .results import Check, Report
 from .where import Pattern, describe, heatmap, keys, matching_variants, texts, value_patterns
 
@@ -284,7 +284,7 @@ def check(
         cases=tuple(
             {
                 "name": c.name,
-                "description": c.description + _once_note(spec, c, b),
+                "description": c.description + _once_note(spec, c, b, cases),
                 "dims": c.dims,
                 "run_once": c.run_once,
             }
@@ -451,15 +451,22 @@ def _case_checks(
     return out + bitwise, {name: w[2] for name, w in worst.items()}
 
 
-def _once_note(spec: Op, c: Case, blocks: int) -> str:
-    """What a case that runs once says about it: what was repeated where, and why that holds."""
+def _once_note(spec: Op, c: Case, blocks: int, cases: Sequence[Case]) -> str:
+    """What a case that runs once says about it: what was repeated where (the sampled cases and
+    their sample), and why that holds."""
     if not c.run_once:
         return ""
     compared = f", compared in {blocks} blocks of {spec.stream_unit}" if blocks else ""
+    samples: dict[str, list[str]] = {}
+    for other in cases:
+        if (sample := sample_of(other.description)) is not None:
+            samples.setdefault(sample, []).append(other.name)
+    where = "; ".join(f"{', '.join(names)} on {sample}" for sample, names in samples.items())
     return (
         f"; the whole problem, run once on every core{compared}. The thread orders, the other "
-        f"alignment and the race check repeat on the sampled cases: all {spec.stream_unit} run "
-        "the same code, so an order, alignment or race bug shows there as here"
+        f"alignment and the race check repeat on the sampled cases ({where or 'none'}): all "
+        f"{spec.stream_unit} run the same code, so an order, alignment or race bug shows there "
+        "as here"
     )
 
 

@@ -15,6 +15,7 @@ from ._spec import ShippedKernel as ShippedKernel
 from ._spec import Variant as Variant
 from ._spec import sample_count as sample_count
 from ._spec import sample_note as sample_note
+from ._spec import sample_of as sample_of
 from .attention_bwd import ATTENTION_BWD
 from .layernorm_bwd import LAYERNORM_BWD
 from .loss_ce import LOSS_CE
@@ -47,4 +48,5 @@ __all__ = [
     "get_op",
     "sample_count",
     "sample_note",
+    "sample_of",
 ]

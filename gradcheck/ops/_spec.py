@@ -8,6 +8,7 @@ The core (runner, compare, where, fd, report) works on any op through this inter
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,6 +102,15 @@ def sample_note(used: int, total: int, what: str, width: str) -> str:
     if used == total:
         return ""
     return f" ({used:,} of {total:,} {what} at the full {width}; plain runs them all)"
+
+
+_SAMPLE_NOTE = re.compile(r" \((\S+ of \S+ \w+ at the full [^;]+); plain runs them all\)")
+
+
+def sample_of(description: str) -> str | None:
+    """What a case description's sample_note says ("32 of 4,096 rows at the full vocab")."""
+    m = _SAMPLE_NOTE.search(description)
+    return m.group(1) if m else None
 
 
 @dataclass(frozen=True)

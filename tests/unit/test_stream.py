@@ -144,6 +144,11 @@ def test_a_large_check_runs_plain_once_and_compares_it_in_blocks(
         "the whole problem, run once on every core, compared in 10 blocks of rows"
         in plain["description"]
     )
+    # which cases the repeats ran on, and on how much of the problem
+    assert (
+        "repeat on the sampled cases (masked, all-masked, large-logits, edge-targets on 41 of 48 "
+        "rows at the full vocab)" in plain["description"]
+    )
     names = {(c.case, c.name) for c in report.checks}
     assert ("plain", "schedules") not in names and ("masked", "schedules") in names
     compare = next(c for c in report.checks if c.case == "plain" and c.name == "compare")
