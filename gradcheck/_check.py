@@ -223,7 +223,7 @@ def check(
                 step(stages)
                 continue
             output = run.output
-            scope = ""
+            scope = fd_scope = ""  # the rows the value checks saw; what the reference FD moved
             diff: Difference | None = None  # the FD along u, when computed ahead
             if blocks:
                 say(
@@ -238,9 +238,10 @@ def check(
                 # that block's share there).
                 fd_case, ref64, fd_out, scope = ev.case, ev.ref64, ev.output, ev.rows_text
                 fd_outputs = list(ev.comparisons)
+                fd_scope = scope
                 if len(fd_outputs) < len(spec.outputs):
                     moved = ", ".join(o.wrt for o in spec.outputs if o.name in fd_outputs)
-                    scope = f"{moved} of {scope}"
+                    fd_scope = f"{moved} of {scope}"
                 fd_bad = {name: cmp.bad for name, cmp in ev.comparisons.items()}
             else:
                 launch_ahead(i)
@@ -257,7 +258,15 @@ def check(
             say(f"case {c.name}: finite differences of the float64 reference")
             checks.append(
                 _reference_fd_check(
-                    spec, fd_case, ref64, fd_out, int(seed), reproduce(c), scope, diff, fd_outputs
+                    spec,
+                    fd_case,
+                    ref64,
+                    fd_out,
+                    int(seed),
+                    reproduce(c),
+                    fd_scope,
+                    diff,
+                    fd_outputs,
                 )
             )
             step()
