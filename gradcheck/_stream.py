@@ -134,12 +134,11 @@ def compare_streamed(
         for (lo, _), (kept, shares) in zip(todo, pool.map(one, todo), strict=True):
             parts.append((lo, kept))
             for name, share in shares.items():
-                if name not in totals:
-                    totals[name] = [np.zeros(share[0].shape, np.float64)] + [
-                        np.zeros(a.shape, a.dtype) for a in share[1:]
-                    ]
-                for total, a in zip(totals[name], share, strict=True):
-                    total += a  # the float32 reference's shares add up in float32
+                # each total in its share's dtype: the float32 reference adds up in float32
+                for total, a in zip(
+                    totals.setdefault(name, [np.zeros_like(a) for a in share]), share, strict=True
+                ):
+                    total += a
             if tick is not None:
                 tick()
     finally:
