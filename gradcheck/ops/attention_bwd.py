@@ -243,7 +243,9 @@ class AttentionBwd(Op):
         return dims["batch"] * dims["heads"] * dims["seq"] * dims["seq"]
 
     def memory_bytes(self, dims: dict[str, int]) -> int:
-        held = min(self.work_units(dims), 2 * SAMPLE_ELEMENTS)
+        # The references and the noise bound hold a whole head's scores at a time, however long
+        # seq is: at seq 8192 one head is 64M scores (the sampled cases keep at least one head).
+        held = max(min(self.work_units(dims), 2 * SAMPLE_ELEMENTS), dims["seq"] ** 2)
         q = dims["batch"] * dims["heads"] * dims["seq"] * dims["head_dim"]
         return self.bytes_per_unit * held + self.bytes_per_q_element * q
 
