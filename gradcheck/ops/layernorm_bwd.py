@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from ._spec import (
-    SAMPLE_ELEMENTS,
     Arrays,
     Case,
     Dim,
@@ -149,18 +148,18 @@ class LayerNormBwd(Op):
     # 1.52 GiB at 4096, 1.73 GiB at 8192. Above 2^22 elements the other cases hold a sample of the
     # rows (134 bytes an element, measured when every case held the whole problem) and plain is
     # compared a block of rows at a time, so what grows is its x, dy and dx (13.5 to 20 bytes an
-    # element between those sizes). The refusal assumes 134 bytes for each element up to
-    # 2 x 2^22 and 24 for every element: it errs on the side of the user's process.
+    # element between those sizes). The refusal assumes 134 bytes for each element of the
+    # largest case held whole (the sampled rows; every row when no fewer can be sampled, 8 or
+    # fewer) and 24 for every element: it errs on the side of the user's process.
     work_unit = "rows * hidden elements"
     bytes_per_unit = 134
     bytes_per_streamed_element = 24
     smaller = "Use fewer rows: each row is one block running the same code, so a few hundred rows at your hidden size check it as well."
 
     def memory_bytes(self, dims: dict[str, int]) -> int:
-        n = self.work_units(dims)
-        return (
-            self.bytes_per_unit * min(n, 2 * SAMPLE_ELEMENTS) + self.bytes_per_streamed_element * n
-        )
+        rows, hidden = dims["rows"], dims["hidden"]
+        whole = sample_count(rows, hidden) * hidden
+        return self.bytes_per_unit * whole + self.bytes_per_streamed_element * rows * hidden
 
     def validate(self, dims: dict[str, int], block: int) -> None:
         self.limit_elements(dims, ("rows", "hidden"), 1 << 28)

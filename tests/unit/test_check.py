@@ -170,6 +170,11 @@ def test_a_check_too_large_for_the_machine_is_refused_before_it_runs(
     with pytest.raises(gradcheck.UsageError) as exc:
         gradcheck.check("attention-bwd", batch=1, heads=1, seq=8192, head_dim=64, backend="cpu")
     assert "needs about 22 GiB" in str(exc.value) and "or a shorter seq" in str(exc.value)
+    # 8 rows cannot be sampled further: every case holds all of a 16M vocab
+    monkeypatch.setattr(check_module, "available_memory", lambda: 8 << 30)
+    with pytest.raises(gradcheck.UsageError) as exc:
+        gradcheck.check("loss-ce", rows=8, vocab=1 << 24, backend="cpu")
+    assert "needs about 12 GiB" in str(exc.value)
     # where the available memory cannot be read, nothing is refused on that account
     monkeypatch.setattr(check_module, "available_memory", lambda: None)
     report = gradcheck.check("loss-ce", rows=2, vocab=40, backend="cpu", case="plain")
