@@ -196,6 +196,7 @@ def test_the_command_keeps_jax_compilations_under_gradcheck_cache(tmp_path: Path
 
 def test_the_command_exits_with_the_verdict_and_its_whole_output(tmp_path: Path) -> None:
     # the console command skips the interpreter's teardown: nothing it wrote may be lost
+    import os
     import subprocess
     import sys
 
@@ -206,7 +207,9 @@ def test_the_command_exits_with_the_verdict_and_its_whole_output(tmp_path: Path)
         f"'--kernel', 'sign-flipped', '--backend', 'cpu', '--json', {str(out_file)!r}]; "
         "console_main()"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # stdout to a pipe is block-buffered unless PYTHONUNBUFFERED says otherwise (as a user has it)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stdout.rstrip().splitlines()
     assert lines[-2].startswith("verdict: kernel-bug  (7 cases")
@@ -215,5 +218,10 @@ def test_the_command_exits_with_the_verdict_and_its_whole_output(tmp_path: Path)
     assert json.loads(out_file.read_text())["verdict"] == "kernel-bug"
     # a usage error: its message on stderr, exit 2
     bad = code.replace("'sign-flipped'", "'sign-flip'")
-    proc = subprocess.run([sys.executable, "-c", bad], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", bad], capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "Did you mean 'sign-flipped'?" in proc.stderr
+    # plain print() output (list --json) sits in Python's buffer until the command flushes it
+    listing = "import sys; from gradcheck.cli import console_main; "
+    listing += "sys.argv = ['gradcheck', 'list', '--json']; console_main()"
+    proc = subprocess.run([sys.executable, "-c", listing], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "loss-ce" in json.loads(proc.stdout)
