@@ -200,19 +200,26 @@ class Op(ABC):
     def validate(self, dims: dict[str, int], block: int) -> None:
         """Raise UsageError for sizes the op cannot take."""
 
-    # What a check's memory grows with, and how many bytes of it one unit costs: measured as the
-    # slope of the peak RSS of `gradcheck run` between two sizes on the cpu backend. For ops that
-    # hold their whole plain case (layernorm-bwd, attention-bwd) it was measured when every case
-    # ran at the full size; since the other cases run on a row sample (SAMPLE_ELEMENTS) the slope
-    # is lower (layernorm-bwd 103 bytes per element, not 134); the larger figures are kept, so
-    # the refusal errs on the side of the user's process. Ops override.
+    # What a check's memory grows with, and how many bytes of it one unit costs, measured as the
+    # slope of the peak RSS of `gradcheck run` between two sizes on the cpu backend (ops override
+    # with their figures, rounded up: the refusal errs on the side of the user's process). Two
+    # parts: the largest case held whole (its references' float64 temporaries: bytes_per_unit
+    # for each of its held_whole units), and the whole problem's own arrays, which the plain
+    # case keeps while it is compared a block at a time (bytes_per_streamed_unit for every unit).
     work_unit: str = "elements"
     bytes_per_unit: int = 128
+    bytes_per_streamed_unit: int = 0
     smaller: str = "Use smaller sizes."  # the advice when a check is too large for this machine
+
+    def held_whole(self, dims: dict[str, int]) -> int:
+        """Work units of the largest case whose references are computed whole (default: all)."""
+        return self.work_units(dims)
 
     def memory_bytes(self, dims: dict[str, int]) -> int:
         """Bytes a check at these sizes needs above the process at rest (the refusal's estimate)."""
-        return self.bytes_per_unit * self.work_units(dims)
+        return self.bytes_per_unit * self.held_whole(dims) + (
+            self.bytes_per_streamed_unit * self.work_units(dims)
+        )
 
     def work_units(self, dims: dict[str, int]) -> int:
         """How many work units a check at these sizes has (see bytes_per_unit)."""

@@ -242,12 +242,14 @@ class AttentionBwd(Op):
     def work_units(self, dims: dict[str, int]) -> int:
         return dims["batch"] * dims["heads"] * dims["seq"] * dims["seq"]
 
-    def memory_bytes(self, dims: dict[str, int]) -> int:
+    def held_whole(self, dims: dict[str, int]) -> int:
         # The references and the noise bound hold a whole head's scores at a time, however long
         # seq is: at seq 8192 one head is 64M scores (the sampled cases keep at least one head).
-        held = max(min(self.work_units(dims), 2 * SAMPLE_ELEMENTS), dims["seq"] ** 2)
+        return max(min(self.work_units(dims), 2 * SAMPLE_ELEMENTS), dims["seq"] ** 2)
+
+    def memory_bytes(self, dims: dict[str, int]) -> int:
         q = dims["batch"] * dims["heads"] * dims["seq"] * dims["head_dim"]
-        return self.bytes_per_unit * held + self.bytes_per_q_element * q
+        return super().memory_bytes(dims) + self.bytes_per_q_element * q
 
     def validate(self, dims: dict[str, int], block: int) -> None:
         b, h, s = dims["batch"], dims["heads"], dims["seq"]

@@ -153,13 +153,11 @@ class LayerNormBwd(Op):
     # fewer) and 24 for every element: it errs on the side of the user's process.
     work_unit = "rows * hidden elements"
     bytes_per_unit = 134
-    bytes_per_streamed_element = 24
+    bytes_per_streamed_unit = 24
     smaller = "Use fewer rows: each row is one block running the same code, so a few hundred rows at your hidden size check it as well."
 
-    def memory_bytes(self, dims: dict[str, int]) -> int:
-        rows, hidden = dims["rows"], dims["hidden"]
-        whole = sample_count(rows, hidden) * hidden
-        return self.bytes_per_unit * whole + self.bytes_per_streamed_element * rows * hidden
+    def held_whole(self, dims: dict[str, int]) -> int:
+        return sample_count(dims["rows"], dims["hidden"]) * dims["hidden"]
 
     def validate(self, dims: dict[str, int], block: int) -> None:
         self.limit_elements(dims, ("rows", "hidden"), 1 << 28)

@@ -156,19 +156,16 @@ class LossCE(Op):
 
     # Peak RSS of `gradcheck run loss-ce`: 2.75 GB at rows 1024 x vocab 128256, 5.84 GB at 4096 x
     # 128256, i.e. 7.8 bytes per element: the logits and the gradient (4 each), which the cpu
-    # backend uses in place, while the references are computed a block of rows at a time. 12 (3x
-    # the gradient) is what the refusal assumes: it errs on the side of the user's process. A case
-    # held whole (the sampled cases; every case when no fewer rows can be sampled, 8 or fewer)
-    # costs more: peak PSS 1.27 GiB at rows 8 x vocab 100000, 1.47 GiB at 8 x 500000, 67 bytes an
-    # element; the refusal assumes 80 for the largest such case.
+    # backend uses in place, while the references are computed a block of rows at a time; the
+    # refusal assumes 12 (3x the gradient). A case held whole (the sampled cases; every case when
+    # no fewer rows can be sampled, 8 or fewer) costs more: peak PSS 1.27 GiB at rows 8 x vocab
+    # 100000, 1.47 GiB at 8 x 500000, 67 bytes an element; the refusal assumes 80.
     work_unit = "rows * vocab elements"
-    bytes_per_unit = 12
-    bytes_per_whole_element = 80
+    bytes_per_unit = 80
+    bytes_per_streamed_unit = 12
 
-    def memory_bytes(self, dims: dict[str, int]) -> int:
-        rows, vocab = dims["rows"], dims["vocab"]
-        whole = sample_count(rows, vocab) * vocab
-        return self.bytes_per_unit * rows * vocab + self.bytes_per_whole_element * whole
+    def held_whole(self, dims: dict[str, int]) -> int:
+        return sample_count(dims["rows"], dims["vocab"]) * dims["vocab"]
 
     smaller = "Use fewer rows: each row is one block running the same code, so a few hundred rows at your vocab check it as well."
 
