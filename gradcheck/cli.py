@@ -345,10 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"gradcheck {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from .ops._spec import SAMPLE_ELEMENTS
+
     r = sub.add_parser(
         "run",
         help="check a gradient kernel against the float64 reference",
         description="Run an op's input suite through a kernel and give a verdict with evidence.",
+        epilog=f"Large problems: above 2^{SAMPLE_ELEMENTS.bit_length() - 1} elements (scores for "
+        "attention-bwd) the other cases run on a sample of the rows (heads) at the full width, "
+        "and plain runs the whole problem once, on every core, compared a block of rows at a "
+        "time; the report says which cases repeated the thread orders, alignment and race "
+        "check, and on how many rows. A check that would not fit in the available memory is "
+        "refused before it runs (exit 2). DIAGNOSTIC_GUIDE.md#verdicts has the details.",
     )
     r.add_argument("op", help="the op id, e.g. loss-ce (gradcheck list)")
     seen: dict[str, list[str]] = {}

@@ -225,3 +225,12 @@ def test_the_command_exits_with_the_verdict_and_its_whole_output(tmp_path: Path)
     listing += "sys.argv = ['gradcheck', 'list', '--json']; console_main()"
     proc = subprocess.run([sys.executable, "-c", listing], capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and "loss-ce" in json.loads(proc.stdout)
+
+
+def test_run_help_says_what_happens_at_large_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Large problems: above 2^22 elements (scores for attention-bwd)" in out
+    assert "refused before it runs (exit 2)" in out
