@@ -15,8 +15,9 @@ and the kernel's output compared with the totals once, at the end.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,6 +29,8 @@ from .ops import Arrays, Case, Op
 # ~100 MB of float64 temporaries per thread, and blocks long enough that the per-call overhead of
 # the references stays small. A row costing more than this is a block of its own.
 BLOCK_ELEMENTS = 1 << 21
+# Blocks handed to each thread ahead of the merge: one running, one queued behind it.
+AHEAD = 2
 _NOTHING = np.zeros(0, bool)
 
 
@@ -129,9 +132,23 @@ def compare_streamed(
 
     parts: list[tuple[int, dict[str, Comparison]]] = []
     totals: dict[str, list[np.ndarray]] = {}
+    # Blocks are handed to the pool a few at a time (AHEAD per thread), not all at once: a stop
+    # then costs at most the blocks handed out, however the threads were scheduled, and the
+    # results waiting to be merged stay few.
+    waiting: deque[tuple[int, Future[tuple[dict[str, Comparison], Shares]]]] = deque()
+    queue = iter(todo)
     pool = ThreadPoolExecutor(max_workers=workers)
+
+    def hand_out() -> None:
+        while len(waiting) < AHEAD * workers and (span := next(queue, None)) is not None:
+            waiting.append((span[0], pool.submit(one, span)))
+
     try:
-        for (lo, _), (kept, shares) in zip(todo, pool.map(one, todo), strict=True):
+        hand_out()
+        while waiting:
+            lo, future = waiting.popleft()
+            kept, shares = future.result()
+            hand_out()
             parts.append((lo, kept))
             for name, share in shares.items():
                 # each total in its share's dtype: the float32 reference adds up in float32
