@@ -5,6 +5,11 @@ arrays [batch, heads, seq, head_dim]. The op's scalar loss is ``sum(dout * O)`` 
 gradient ``dout``, so its gradients with respect to q, k and v are what an attention backward kernel
 computes from dout: dq, dk, dv (``jax.grad``). ``forward64`` gives the saved forward results a
 kernel receives: O and the log-sum-exp of each query row's scaled scores.
+
+Each query row's softmax stands alone, so the functions here take the query rows a block at a time
+(``query_rows``) once a head's scores are more than ``QUERY_SCORES``: at seq 8192 a head has 64M
+scores, and autodiff keeps several float64 copies of them. The gradient recomputes a block's scores
+on its way back (``jax.checkpoint``) instead of keeping them; dk and dv add up over the blocks.
 """
 
 from __future__ import annotations
@@ -15,29 +20,89 @@ import numpy as np
 
 from ._x64 import built_once, cast, precision
 
+# The most float64 scores (query rows x keys, over every head and point it is given) a function
+# here holds at once: 4M scores are 32 MiB a copy.
+QUERY_SCORES = 1 << 22
 
-def scores(q: Any, k: Any, scale: float, causal: bool) -> Any:
+
+def query_rows(heads: int, seq: int) -> int:
+    """Query rows per block for ``heads`` heads (batch, heads and FD points multiplied) of ``seq``
+    keys: every row while the scores fit in QUERY_SCORES, at least one."""
+    return max(1, min(seq, QUERY_SCORES // max(1, heads * seq)))
+
+
+def _masked_scores(q: Any, k: Any, scale: float, causal: bool, first: Any) -> Any:
+    """The scaled scores of query rows ``first ..`` against every key, -inf where masked."""
     import jax.numpy as jnp
 
-    s = scale * jnp.einsum("bhid,bhjd->bhij", q, k)
+    s = scale * (q @ jnp.swapaxes(k, -1, -2))
     if causal:
-        n = q.shape[-2]
-        allowed = jnp.tril(jnp.ones((n, n), bool))
-        s = jnp.where(allowed, s, -jnp.inf)
+        i = first + jnp.arange(q.shape[-2])[:, None]
+        j = jnp.arange(k.shape[-2])[None, :]
+        s = jnp.where(j <= i, s, -jnp.inf)
     return s
 
 
-def forward(q: Any, k: Any, v: Any, scale: float, causal: bool) -> Any:
-    import jax
-
-    p = jax.nn.softmax(scores(q, k, scale, causal), axis=-1)
-    return jax.numpy.einsum("bhij,bhjd->bhid", p, v)
-
-
-def loss(q: Any, k: Any, v: Any, dout: Any, scale: float, causal: bool) -> Any:
+def _in_blocks(x: Any, rows: int) -> Any:
+    """[..., seq, d] as [blocks, ..., rows, d], the last block padded with zero rows (a zero row of
+    dout adds nothing to the loss, and nothing to any gradient)."""
     import jax.numpy as jnp
 
-    return jnp.sum(dout * forward(q, k, v, scale, causal))
+    seq = x.shape[-2]
+    n = -(-seq // rows)
+    x = jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, n * rows - seq), (0, 0)])
+    return jnp.moveaxis(x.reshape(*x.shape[:-2], n, rows, x.shape[-1]), -3, 0)
+
+
+def _firsts(seq: int, rows: int) -> Any:
+    import jax.numpy as jnp
+
+    return jnp.arange(-(-seq // rows)) * rows
+
+
+def _forward_rows(q: Any, k: Any, v: Any, scale: float, causal: bool, first: Any) -> Any:
+    """(O, lse) of query rows ``first ..``."""
+    import jax
+
+    s = _masked_scores(q, k, scale, causal, first)
+    return jax.nn.softmax(s, axis=-1) @ v, jax.nn.logsumexp(s, axis=-1)
+
+
+def forward(q: Any, k: Any, v: Any, scale: float, causal: bool, rows: int) -> Any:
+    """(O, lse), ``rows`` query rows at a time."""
+    import jax
+    import jax.numpy as jnp
+
+    seq = q.shape[-2]
+    if rows >= seq:
+        return _forward_rows(q, k, v, scale, causal, 0)
+
+    def block(args: Any) -> Any:
+        qb, first = args
+        return _forward_rows(qb, k, v, scale, causal, first)
+
+    o, lse = jax.lax.map(block, (_in_blocks(q, rows), _firsts(seq, rows)))
+    o = jnp.moveaxis(o, 0, -3).reshape(*q.shape[:-2], -1, q.shape[-1])[..., :seq, :]
+    lse = jnp.moveaxis(lse, 0, -2).reshape(*q.shape[:-2], -1)[..., :seq]
+    return o, lse
+
+
+def loss(q: Any, k: Any, v: Any, dout: Any, scale: float, causal: bool, rows: int) -> Any:
+    """sum(dout * O), ``rows`` query rows at a time."""
+    import jax
+    import jax.numpy as jnp
+
+    seq = q.shape[-2]
+    if rows >= seq:
+        return jnp.sum(dout * _forward_rows(q, k, v, scale, causal, 0)[0])
+
+    @jax.checkpoint
+    def block(args: Any) -> Any:
+        qb, db, first = args
+        return jnp.sum(db * _forward_rows(qb, k, v, scale, causal, first)[0])
+
+    blocks = (_in_blocks(q, rows), _in_blocks(dout, rows), _firsts(seq, rows))
+    return jnp.sum(jax.lax.map(block, blocks))
 
 
 @built_once
@@ -45,16 +110,16 @@ def _compiled() -> dict[str, Any]:
     import jax
 
     return {
-        "grad": jax.jit(jax.grad(loss, argnums=(0, 1, 2)), static_argnums=(4, 5)),
+        "grad": jax.jit(jax.grad(loss, argnums=(0, 1, 2)), static_argnums=(4, 5, 6)),
         "loss_batch": jax.jit(
-            jax.vmap(loss, in_axes=(0, 0, 0, None, None, None)), static_argnums=(4, 5)
+            jax.vmap(loss, in_axes=(0, 0, 0, None, None, None, None)), static_argnums=(4, 5, 6)
         ),
-        "forward": jax.jit(forward, static_argnums=(3, 4)),
-        "lse": jax.jit(
-            lambda q, k, scale, causal: jax.nn.logsumexp(scores(q, k, scale, causal), axis=-1),
-            static_argnums=(2, 3),
-        ),
+        "forward": jax.jit(forward, static_argnums=(3, 4, 5)),
     }
+
+
+def _heads(q: np.ndarray) -> int:
+    return int(np.prod(q.shape[:-2]))
 
 
 def grads(
@@ -67,9 +132,10 @@ def grads(
     dtype: type[np.floating[Any]],
 ) -> dict[str, np.ndarray]:
     """dq, dk, dv, evaluated in ``dtype`` (np.float64 or np.float32)."""
+    rows = query_rows(_heads(q), q.shape[-2])
     with precision(dtype):
         args = cast(dtype, q, k, v, dout)
-        dq, dk, dv = _compiled()["grad"](*args, float(scale), bool(causal))
+        dq, dk, dv = _compiled()["grad"](*args, float(scale), bool(causal), rows)
         return {"dq": np.asarray(dq), "dk": np.asarray(dk), "dv": np.asarray(dv)}
 
 
@@ -83,9 +149,10 @@ def loss_values(
     dtype: type[np.floating[Any]],
 ) -> np.ndarray:
     """The loss at each point (``q``, ``k``, ``v`` stacked on axis 0)."""
+    rows = query_rows(_heads(q), q.shape[-2])  # every point's heads hold scores at once
     with precision(dtype):
         args = cast(dtype, q, k, v, dout)
-        out = np.asarray(_compiled()["loss_batch"](*args, float(scale), bool(causal)))
+        out = np.asarray(_compiled()["loss_batch"](*args, float(scale), bool(causal), rows))
     return out.astype(np.float64)
 
 
@@ -93,8 +160,8 @@ def forward64(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """(O, lse) in float64: what the forward pass saved for the backward kernel."""
+    rows = query_rows(_heads(q), q.shape[-2])
     with precision(np.float64):
         args = cast(np.float64, q, k, v)
-        o = np.asarray(_compiled()["forward"](*args, float(scale), bool(causal)))
-        lse = np.asarray(_compiled()["lse"](args[0], args[1], float(scale), bool(causal)))
-    return o, lse
+        o, lse = _compiled()["forward"](*args, float(scale), bool(causal), rows)
+        return np.asarray(o), np.asarray(lse)

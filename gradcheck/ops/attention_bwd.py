@@ -111,37 +111,49 @@ def _mm(spec: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _saturating(q: np.ndarray, k: np.ndarray, causal: bool) -> tuple[np.ndarray, np.ndarray]:
     """q pointed at one key per query row (the allowed key of largest norm, so that it wins as q
-    grows) and scaled so that its softmax share is SATURATION (bisection per row)."""
-    b, h, s, d = q.shape
-    allowed = _allowed(s, causal)
-    norms = np.where(allowed, np.linalg.norm(k, axis=-1)[:, :, None, :], -1.0)
-    star = np.argmax(norms, axis=-1)  # [b, h, s]
-    target = np.take_along_axis(k, star[..., None], axis=2)
-    unit = target / np.maximum(np.linalg.norm(target, axis=-1, keepdims=True), 1e-30)
-    base = 0.05 * q
+    grows) and scaled so that its softmax share is SATURATION (bisection per row, a block of query
+    rows at a time)."""
+    s, d = q.shape[-2:]
     scale = 1.0 / math.sqrt(d)
+    k_norms = np.linalg.norm(k, axis=-1)[:, :, None, :]
+    out = np.empty_like(q)
+    for rows in _query_blocks(q):
+        allowed = _allowed(s, causal, rows=rows)
+        star = np.argmax(np.where(allowed, k_norms, -1.0), axis=-1)  # [b, h, rows]
+        target = np.take_along_axis(k, star[..., None], axis=2)
+        unit = target / np.maximum(np.linalg.norm(target, axis=-1, keepdims=True), 1e-30)
+        base = 0.05 * q[..., rows, :]
+        lo, hi = np.zeros(star.shape), np.full(star.shape, 1e3)
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            sc = np.where(
+                allowed, scale * _mm("bhid,bhjd->bhij", base + mid[..., None] * unit, k), -np.inf
+            )
+            p = np.exp(sc - sc.max(-1, keepdims=True))
+            share = np.take_along_axis(p, star[..., None], axis=-1)[..., 0] / p.sum(-1)
+            low = share < SATURATION
+            lo, hi = np.where(low, mid, lo), np.where(low, hi, mid)
+        out[..., rows, :] = base + hi[..., None] * unit
+    return out, k
 
-    def share(alpha: np.ndarray) -> np.ndarray:
-        qq = base + alpha[..., None] * unit
-        sc = np.where(allowed, scale * _mm("bhid,bhjd->bhij", qq, k), -np.inf)
-        p = np.exp(sc - sc.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
-        out: np.ndarray = np.take_along_axis(p, star[..., None], axis=-1)[..., 0]
-        return out
 
-    lo, hi = np.zeros((b, h, s)), np.full((b, h, s), 1e3)
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        low = share(mid) < SATURATION
-        lo, hi = np.where(low, mid, lo), np.where(low, hi, mid)
-    return base + hi[..., None] * unit, k
-
-
-def _allowed(seq: int, causal: bool, offset: int = 0) -> np.ndarray:
-    """Which (query i, key j) pairs take part: j <= i + offset when causal, all otherwise."""
-    i = np.arange(seq)[:, None]
+def _allowed(seq: int, causal: bool, offset: int = 0, rows: slice | None = None) -> np.ndarray:
+    """Which (query i, key j) pairs take part, for query ``rows`` (all by default): j <= i + offset
+    when causal, all otherwise."""
+    first, last = (0, seq) if rows is None else (rows.start, rows.stop)
+    i = np.arange(first, last)[:, None]
     j = np.arange(seq)[None, :]
-    return (j <= i + offset) if causal else np.ones((seq, seq), bool)
+    return (j <= i + offset) if causal else np.ones((last - first, seq), bool)
+
+
+def _query_blocks(q: np.ndarray) -> list[slice]:
+    """The blocks of query rows the formulas here take at a time: their float64 score matrices
+    (every head of ``q`` at once) hold at most the references' QUERY_SCORES each."""
+    from ..reference.attention import query_rows
+
+    seq = q.shape[-2]
+    n = query_rows(int(np.prod(q.shape[:-2])), seq)
+    return [slice(lo, min(seq, lo + n)) for lo in range(0, seq, n)]
 
 
 def _probabilities(
@@ -156,16 +168,16 @@ def _probabilities(
 
 def _backward(
     case: Case,
-    allowed: np.ndarray,
+    causal: bool,
     *,
+    offset: int = 0,
     dv_from_p: bool = False,
-    dq_scale: float | None = None,
-    dk_scale: float | None = None,
     features: int | None = None,
 ) -> Arrays:
     """The backward formulas in float64 from the kernel's own float32 inputs (o and lse included),
-    optionally with one of the wrong turns kernels take (``features``: only the first head_dim
-    entries take part, the rest stay zero)."""
+    a block of query rows at a time, optionally with one of the wrong turns kernels take: a causal
+    mask j <= i + ``offset``; dv = P dO; ``features``: only the first head_dim entries take part,
+    the rest stay zero."""
     a = case.arrays
     q, k, v, o, dout = (a[n].astype(np.float64) for n in ("q", "k", "v", "o", "dout"))
     if features is not None:
@@ -173,18 +185,21 @@ def _backward(
         q, k, v, o, dout = (np.where(cut, t, 0.0) for t in (q, k, v, o, dout))
     lse = a["lse"].astype(np.float64)[..., None]
     scale = float(case.scalars["scale"])
-    _, p = _probabilities(q, k, lse, scale, allowed)
-    dp = _mm("bhid,bhjd->bhij", dout, v)
-    d = np.sum(dout * o, axis=-1)[..., None]
-    ds = p * (dp - d)
-    sq = scale if dq_scale is None else dq_scale
-    sk = scale if dk_scale is None else dk_scale
-    dv = _mm("bhij,bhjd->bhid", p, dout) if dv_from_p else _mm("bhij,bhid->bhjd", p, dout)
-    return {
-        "dq": sq * _mm("bhij,bhjd->bhid", ds, k),
-        "dk": sk * _mm("bhij,bhid->bhjd", ds, q),
-        "dv": dv,
-    }
+    seq = q.shape[-2]
+    dq, dk, dv = np.empty_like(q), np.zeros_like(k), np.zeros_like(v)
+    for rows in _query_blocks(q):
+        allowed = _allowed(seq, causal, offset, rows)
+        _, p = _probabilities(q[..., rows, :], k, lse[..., rows, :], scale, allowed)
+        dp = _mm("bhid,bhjd->bhij", dout[..., rows, :], v)
+        d = np.sum(dout[..., rows, :] * o[..., rows, :], axis=-1)[..., None]
+        ds = p * (dp - d)
+        dq[..., rows, :] = scale * _mm("bhij,bhjd->bhid", ds, k)
+        dk += scale * _mm("bhij,bhid->bhjd", ds, q[..., rows, :])
+        if dv_from_p:
+            dv[..., rows, :] = _mm("bhij,bhjd->bhid", p, dout)
+        else:
+            dv += _mm("bhij,bhid->bhjd", p, dout[..., rows, :])
+    return {"dq": dq, "dk": dk, "dv": dv}
 
 
 class AttentionBwd(Op):
@@ -233,7 +248,10 @@ class AttentionBwd(Op):
     # of them and plain is compared a head at a time, so what grows is its inputs and outputs:
     # 2.7 GiB at batch 1, heads 32, seq 2048, head_dim 128 (134M scores; benchmarks/RESULTS.md).
     # The refusal assumes 330 bytes for each score up to 2 x 2^22 and 64 per element of q: 4.4 GB
-    # there, an over-estimate on the side of the user's process.
+    # there, an over-estimate on the side of the user's process. A long seq costs no more: the
+    # references take a block of query rows at a time (one head at seq 8192, 64M scores: cases,
+    # references, noise bound, formulas and FD in 63 s and 1.2 GiB; at seq 4096, 1.0 GiB where
+    # holding a head's scores whole took 4.8 GiB).
     work_unit = "batch * heads * seq^2 scores"
     bytes_per_unit = 330
     bytes_per_q_element = 64
@@ -243,9 +261,9 @@ class AttentionBwd(Op):
         return dims["batch"] * dims["heads"] * dims["seq"] * dims["seq"]
 
     def held_whole(self, dims: dict[str, int]) -> int:
-        # The references and the noise bound hold a whole head's scores at a time, however long
-        # seq is: at seq 8192 one head is 64M scores (the sampled cases keep at least one head).
-        return max(min(self.work_units(dims), 2 * SAMPLE_ELEMENTS), dims["seq"] ** 2)
+        # The references and the noise bound hold at most QUERY_SCORES (2^22) scores at a time, a
+        # block of query rows (at seq 8192 a head is 64M scores); two of them may run at once.
+        return min(self.work_units(dims), 2 * SAMPLE_ELEMENTS)
 
     def memory_bytes(self, dims: dict[str, int]) -> int:
         q = dims["batch"] * dims["heads"] * dims["seq"] * dims["head_dim"]
@@ -344,15 +362,8 @@ class AttentionBwd(Op):
         b, h, s, d = q.shape
         scale = 1.0 / math.sqrt(d)
         q32, k32, v32 = (t.astype(np.float32) for t in (q, k, v))
-        # The forward pass a few heads at a time: its float64 scores are b * h * seq^2 numbers.
-        o = np.empty((b * h, s, d), np.float32)
-        lse = np.empty((b * h, s), np.float32)
-        step = max(1, SAMPLE_ELEMENTS // (s * s))
-        flat = [t.reshape(b * h, s, d) for t in (q32, k32, v32)]
-        for lo in range(0, b * h, step):
-            part = [t[lo : lo + step][None] for t in flat]
-            o_part, lse_part = forward64(*part, scale, causal)
-            o[lo : lo + step], lse[lo : lo + step] = o_part[0], lse_part[0]
+        o64, lse64 = forward64(q32, k32, v32, scale, causal)  # a block of query rows at a time
+        o, lse = o64.astype(np.float32), lse64.astype(np.float32)
         shape = (b, h, s, d)
         return Case(
             name=name,
@@ -362,9 +373,9 @@ class AttentionBwd(Op):
                 "q": q32,
                 "k": k32,
                 "v": v32,
-                "o": o.reshape(shape),
+                "o": o,
                 "dout": dout.astype(np.float32),
-                "lse": lse.reshape(b, h, s),
+                "lse": lse,
             },
             scalars={
                 "batch": b,
@@ -428,43 +439,49 @@ class AttentionBwd(Op):
         lse = a["lse"].astype(np.float64)[..., None]
         seq, d = case.dims["seq"], case.dims["head_dim"]
         scale = float(case.scalars["scale"])
-        allowed = _allowed(seq, bool(case.scalars["causal"]))
+        causal = bool(case.scalars["causal"])
 
         def sum_err(n: int, total: np.ndarray, l2sq: np.ndarray) -> np.ndarray:
             """The rounding error of a sum of n terms with this total and sum of squares."""
             out: np.ndarray = SUM_LAMBDA * math.sqrt(n) * U32 * (np.abs(total) + 3 * np.sqrt(l2sq))
             return out
 
-        qk = "bhid,bhjd->bhij"
-        s, p = _probabilities(q, k, lse, scale, allowed)
-        # Relative error of P: the dot product q.k, the float32 lse, the subtraction, exp.
-        rel_p = scale * sum_err(d, s / scale, _mm(qk, q * q, k * k)) + U32 * (
-            EXP_ULPS + np.abs(s) + np.abs(lse) + np.abs(s - lse)
-        )
-        dp = _mm(qk, dout, v)
-        err_dp = sum_err(d, dp, _mm(qk, dout * dout, v * v))
-        # D = dout . o, with o rounded to float32 on its way to the kernel (3 U32 ||dout o||_2).
-        dd = np.sum(dout * o, axis=-1)[..., None]
-        l2_do = np.sum((dout * o) ** 2, axis=-1)[..., None]
-        err_d = sum_err(d, dd, l2_do) + 3 * U32 * np.sqrt(l2_do)
-        ds = p * (dp - dd)
-        err_ds = (
-            np.abs(ds) * (rel_p + 2 * U32)
-            + p * (err_dp + err_d)
-            + U32 * p * (np.abs(dp) + np.abs(dd))
-        )
-        # Each output: the propagated error of its terms, plus the rounding of its own sum.
-        dv = _mm("bhij,bhid->bhjd", p * rel_p, np.abs(dout)) + sum_err(
-            seq, ref64["dv"], _mm("bhij,bhid->bhjd", p * p, dout * dout)
-        )
-        dq = scale * (
-            _mm("bhij,bhjd->bhid", err_ds, np.abs(k))
-            + sum_err(seq, ref64["dq"] / scale, _mm("bhij,bhjd->bhid", ds * ds, k * k))
-        )
-        dk = scale * (
-            _mm("bhij,bhid->bhjd", err_ds, np.abs(q))
-            + sum_err(seq, ref64["dk"] / scale, _mm("bhij,bhid->bhjd", ds * ds, q * q))
-        )
+        qk, pv, ptd = "bhid,bhjd->bhij", "bhij,bhjd->bhid", "bhij,bhid->bhjd"
+        # dq takes its rows from one block of query rows; dk and dv add up over the blocks, their
+        # propagated errors and the sums of squares for their own rounding alike.
+        dq = np.empty_like(q)
+        dk_err, dk_l2, dv_err, dv_l2 = (np.zeros_like(k) for _ in range(4))
+        for rows in _query_blocks(q):
+            qr, doutr = q[..., rows, :], dout[..., rows, :]
+            s, p = _probabilities(qr, k, lse[..., rows, :], scale, _allowed(seq, causal, rows=rows))
+            # Relative error of P: the dot product q.k, the float32 lse, the subtraction, exp.
+            rel_p = scale * sum_err(d, s / scale, _mm(qk, qr * qr, k * k)) + U32 * (
+                EXP_ULPS + np.abs(s) + np.abs(lse[..., rows, :]) + np.abs(s - lse[..., rows, :])
+            )
+            dp = _mm(qk, doutr, v)
+            err_dp = sum_err(d, dp, _mm(qk, doutr * doutr, v * v))
+            # D = dout . o, with o rounded to float32 on its way to the kernel (3 U32 ||dout o||).
+            dout_o = doutr * o[..., rows, :]
+            dd = np.sum(dout_o, axis=-1)[..., None]
+            l2_do = np.sum(dout_o**2, axis=-1)[..., None]
+            err_d = sum_err(d, dd, l2_do) + 3 * U32 * np.sqrt(l2_do)
+            ds = p * (dp - dd)
+            err_ds = (
+                np.abs(ds) * (rel_p + 2 * U32)
+                + p * (err_dp + err_d)
+                + U32 * p * (np.abs(dp) + np.abs(dd))
+            )
+            # Each output: the propagated error of its terms, plus the rounding of its own sum.
+            dq[..., rows, :] = scale * (
+                _mm(pv, err_ds, np.abs(k))
+                + sum_err(seq, ref64["dq"][..., rows, :] / scale, _mm(pv, ds * ds, k * k))
+            )
+            dk_err += _mm(ptd, err_ds, np.abs(qr))
+            dk_l2 += _mm(ptd, ds * ds, qr * qr)
+            dv_err += _mm(ptd, p * rel_p, np.abs(doutr))
+            dv_l2 += _mm(ptd, p * p, doutr * doutr)
+        dk = scale * (dk_err + sum_err(seq, ref64["dk"] / scale, dk_l2))
+        dv = dv_err + sum_err(seq, ref64["dv"], dv_l2)
         return {
             name: floor + 3 * U32 * np.abs(ref64[name]) + 4 * TINY32
             for name, floor in (("dq", dq), ("dk", dk), ("dv", dv))
@@ -485,8 +502,7 @@ class AttentionBwd(Op):
         seq = case.dims["seq"]
         causal = bool(case.scalars["causal"])
         scale = float(case.scalars["scale"])
-        allowed = _allowed(seq, causal)
-        ref = _backward(case, allowed)
+        ref = _backward(case, causal)
         out = []
         if causal and seq > 1:
             for offset, text, cause in (
@@ -506,7 +522,7 @@ class AttentionBwd(Op):
                         f"causal{offset:+d}",
                         text,
                         f"{cause}; {GUIDE}#attention-bwd",
-                        _backward(case, _allowed(seq, True, offset)),
+                        _backward(case, True, offset=offset),
                     )
                 )
             out.append(
@@ -514,7 +530,7 @@ class AttentionBwd(Op):
                     "causal-ignored",
                     "no mask although causal = 1",
                     f"the causal flag is ignored; {GUIDE}#attention-bwd",
-                    _backward(case, _allowed(seq, False)),
+                    _backward(case, False),
                 )
             )
         elif seq > 1:
@@ -523,7 +539,7 @@ class AttentionBwd(Op):
                     "causal-applied",
                     "a causal mask although causal = 0",
                     f"a causal mask applied unconditionally; {GUIDE}#attention-bwd",
-                    _backward(case, _allowed(seq, True)),
+                    _backward(case, True),
                 )
             )
         d = case.dims["head_dim"]
@@ -533,7 +549,7 @@ class AttentionBwd(Op):
                     "head-dim-tail",
                     f"the formulas over head_dim < {d - d % 4} only (the head_dim % 4 = {d % 4} tail dropped)",
                     f"a float4 loop over head_dim that drops the tail; {GUIDE}#tail",
-                    _backward(case, allowed, features=d - d % 4),
+                    _backward(case, causal, features=d - d % 4),
                 )
             )
         out += [
@@ -541,7 +557,7 @@ class AttentionBwd(Op):
                 "dv-from-p",
                 "dv = P dO (P where P^T belongs)",
                 f"dv indexed by query where it needs key (P instead of P^T); {GUIDE}#attention-bwd",
-                {"dv": _backward(case, allowed, dv_from_p=True)["dv"]},
+                {"dv": _backward(case, causal, dv_from_p=True)["dv"]},
             ),
             Variant(
                 "dk-dv-swapped",

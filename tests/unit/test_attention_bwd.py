@@ -105,3 +105,49 @@ def test_check_with_a_callable_gets_the_scalars_it_names() -> None:
     assert report.verdict == "pass", str(report)
     assert seen == [(pytest.approx(0.25), 1)]
     assert "--causal" in report.reproduce and report.options == {"causal": True}
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["no-mask", "causal"])
+def test_a_block_of_query_rows_at_a_time_gives_what_the_whole_head_gives(
+    causal: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At seq 8192 a head's scores (64M) are taken a block of query rows at a time: the cases, the
+    references, the FD losses, the noise bound and the wrong formulas come out as they do whole."""
+    import gradcheck.ops.attention_bwd as ops_attention
+
+    dims = {**DIMS, "seq": 29}
+    options = {"causal": causal}
+    whole = OP.cases(dims, 32, 0, options)[:4]
+    largest: list[int] = []
+    real = ops_attention._probabilities
+
+    def held(*args: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s, p = real(*args)  # type: ignore[arg-type]
+        largest.append(p.size)
+        return s, p
+
+    monkeypatch.setattr(attention, "QUERY_SCORES", 2 * 29 * 6)  # 2 heads x 6 rows: 5 blocks
+    monkeypatch.setattr(ops_attention, "_probabilities", held)
+    assert attention.query_rows(2, 29) == 6
+    blocked = OP.cases(dims, 32, 0, options)[:4]
+    for w, b in zip(whole, blocked, strict=True):
+        for name in w.arrays:
+            np.testing.assert_allclose(b.arrays[name], w.arrays[name], rtol=2e-6, atol=1e-6)
+        got, want = OP.reference(b, np.float64), None
+        monkeypatch.setattr(attention, "QUERY_SCORES", 1 << 22)
+        want = OP.reference(b, np.float64)
+        want_floor, want_variants = OP.noise_floor(b, want), OP.variants(b)
+        points = {n: np.stack([b.arrays[n], 1.01 * b.arrays[n]]) for n in ("q", "k", "v")}
+        want_losses = OP.loss_values(b, points, np.float64)
+        monkeypatch.setattr(attention, "QUERY_SCORES", 2 * 29 * 6)
+        largest.clear()
+        floor, variants = OP.noise_floor(b, got), OP.variants(b)
+        assert max(largest) == 2 * 6 * 29  # every score matrix is one block of rows
+        np.testing.assert_allclose(OP.loss_values(b, points, np.float64), want_losses, rtol=1e-12)
+        for name in ("dq", "dk", "dv"):
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-13)
+            np.testing.assert_allclose(floor[name], want_floor[name], rtol=1e-10)
+        assert [v.key for v in variants] == [v.key for v in want_variants]
+        for v, wv in zip(variants, want_variants, strict=True):
+            for name, out in v.outputs.items():
+                np.testing.assert_allclose(out, wv.outputs[name], rtol=1e-10, atol=1e-13)
