@@ -5,7 +5,7 @@
 Run from the repository root in an environment where gradcheck is installed (``pip install -e .``).
 No GPU needed: the cpu backend runs the kernels. Progress goes to stderr; the results go into this
 script's section of benchmarks/RESULTS.md (or FILE), between its markers. The default run (2 cold
-runs and 1 warm run of each command; 1 cold run at the LLM sizes) took 572 s on 2 cores; ``--quick`` does 1 cold run and no warm run.
+runs and 1 warm run of each command; 1 cold run at the LLM sizes) took 595 s on 2 cores; ``--quick`` does 1 cold run and no warm run.
 
 Each command is ``gradcheck run OP <sizes>`` with the op's default (correct) kernel, started as a
 new process with an empty compile cache (a fresh GRADCHECK_CACHE_DIR: the backend runtime, the

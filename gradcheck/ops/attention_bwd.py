@@ -242,16 +242,16 @@ class AttentionBwd(Op):
     def launch_note(self) -> str:
         return "grid = (seq, batch * heads, 1), block = (--block, 1, 1); scale = 1 / sqrt(head_dim)"
 
-    # Peak RSS of `gradcheck run attention-bwd --head-dim 64` at 2.1M scores: 1.58 GB (heads 8,
-    # seq 512) and 1.36 GB (heads 2, seq 1024), about 0.9 GB of it the process at rest: 330 bytes
-    # a score while every case holds its scores. Above 2^22 scores the other cases hold a sample
-    # of them and plain is compared a head at a time, so what grows is its inputs and outputs:
-    # 2.7 GiB at batch 1, heads 32, seq 2048, head_dim 128 (134M scores; benchmarks/RESULTS.md).
-    # The refusal assumes 330 bytes for each score up to 2 x 2^22 and 64 per element of q: 4.4 GB
-    # there, an over-estimate on the side of the user's process. A long seq costs no more: the
-    # references take a block of query rows at a time (one head at seq 8192, 64M scores: cases,
-    # references, noise bound, formulas and FD in 63 s and 1.2 GiB; at seq 4096, 1.0 GiB where
-    # holding a head's scores whole took 4.8 GiB).
+    # Peak RSS of `gradcheck run attention-bwd --head-dim 64` at 2.1M scores, while every
+    # function held a head's scores whole: 1.58 GB (heads 8, seq 512) and 1.36 GB (heads 2,
+    # seq 1024), about 0.9 GB of it the process at rest: 330 bytes a score. The references now take
+    # a block of query rows at a time (at most 2^22 scores; the FD's batch of points had held 16
+    # heads' scores), and the peaks are lower: heads 8, seq 512: 0.9 GiB; batch 1, heads 32,
+    # seq 2048, head_dim 128 (134M scores, plain compared a head at a time): 1.4 GiB, was 2.7
+    # (benchmarks/RESULTS.md); one head at seq 8192 (64M scores): cases, references, noise bound,
+    # formulas and FD in 1.2 GiB; at seq 4096, 1.0 GiB where holding a head whole took 4.8 GiB.
+    # The refusal keeps 330 bytes for each score up to 2 x 2^22 and 64 per element of q (4.4 GB
+    # at the LLM size), an over-estimate on the side of the user's process.
     work_unit = "batch * heads * seq^2 scores"
     bytes_per_unit = 330
     bytes_per_q_element = 64
@@ -397,7 +397,7 @@ class AttentionBwd(Op):
         return case.dims["batch"] * case.dims["heads"]  # every head is a problem of its own
 
     def row_cost(self, case: Case) -> int:
-        return case.dims["seq"] ** 2  # the noise bound's float64 score matrices of a head
+        return case.dims["seq"] ** 2  # a head's scores (held a block of query rows at a time)
 
     def rows(self, case: Case, lo: int, hi: int) -> Case:
         b, h = case.dims["batch"], case.dims["heads"]
