@@ -118,7 +118,7 @@ def _saturating(q: np.ndarray, k: np.ndarray, causal: bool) -> tuple[np.ndarray,
     k_norms = np.linalg.norm(k, axis=-1)[:, :, None, :]
     out = np.empty_like(q)
     for rows in _query_blocks(q):
-        allowed = _allowed(s, causal, rows=rows)
+        allowed = _allowed(s, causal, rows)
         star = np.argmax(np.where(allowed, k_norms, -1.0), axis=-1)  # [b, h, rows]
         target = np.take_along_axis(k, star[..., None], axis=2)
         unit = target / np.maximum(np.linalg.norm(target, axis=-1, keepdims=True), 1e-30)
@@ -137,13 +137,12 @@ def _saturating(q: np.ndarray, k: np.ndarray, causal: bool) -> tuple[np.ndarray,
     return out, k
 
 
-def _allowed(seq: int, causal: bool, offset: int = 0, rows: slice | None = None) -> np.ndarray:
-    """Which (query i, key j) pairs take part, for query ``rows`` (all by default): j <= i + offset
-    when causal, all otherwise."""
-    first, last = (0, seq) if rows is None else (rows.start, rows.stop)
-    i = np.arange(first, last)[:, None]
+def _allowed(seq: int, causal: bool, rows: slice, offset: int = 0) -> np.ndarray:
+    """Which (query i, key j) pairs take part, for the query ``rows``: j <= i + offset when causal,
+    all otherwise."""
+    i = np.arange(rows.start, rows.stop)[:, None]
     j = np.arange(seq)[None, :]
-    return (j <= i + offset) if causal else np.ones((last - first, seq), bool)
+    return (j <= i + offset) if causal else np.ones((rows.stop - rows.start, seq), bool)
 
 
 def _query_blocks(q: np.ndarray) -> list[slice]:
@@ -188,7 +187,7 @@ def _backward(
     seq = q.shape[-2]
     dq, dk, dv = np.empty_like(q), np.zeros_like(k), np.zeros_like(v)
     for rows in _query_blocks(q):
-        allowed = _allowed(seq, causal, offset, rows)
+        allowed = _allowed(seq, causal, rows, offset)
         _, p = _probabilities(q[..., rows, :], k, lse[..., rows, :], scale, allowed)
         dp = _mm("bhid,bhjd->bhij", dout[..., rows, :], v)
         d = np.sum(dout[..., rows, :] * o[..., rows, :], axis=-1)[..., None]
@@ -453,7 +452,7 @@ class AttentionBwd(Op):
         dk_err, dk_l2, dv_err, dv_l2 = (np.zeros_like(k) for _ in range(4))
         for rows in _query_blocks(q):
             qr, doutr = q[..., rows, :], dout[..., rows, :]
-            s, p = _probabilities(qr, k, lse[..., rows, :], scale, _allowed(seq, causal, rows=rows))
+            s, p = _probabilities(qr, k, lse[..., rows, :], scale, _allowed(seq, causal, rows))
             # Relative error of P: the dot product q.k, the float32 lse, the subtraction, exp.
             rel_p = scale * sum_err(d, s / scale, _mm(qk, qr * qr, k * k)) + U32 * (
                 EXP_ULPS + np.abs(s) + np.abs(lse[..., rows, :]) + np.abs(s - lse[..., rows, :])

@@ -133,7 +133,7 @@ def test_a_block_of_query_rows_at_a_time_gives_what_the_whole_head_gives(
     for w, b in zip(whole, blocked, strict=True):
         for name in w.arrays:
             np.testing.assert_allclose(b.arrays[name], w.arrays[name], rtol=2e-6, atol=1e-6)
-        got, want = OP.reference(b, np.float64), None
+        got = OP.reference(b, np.float64)  # in blocks of 6 query rows
         monkeypatch.setattr(attention, "QUERY_SCORES", 1 << 22)
         want = OP.reference(b, np.float64)
         want_floor, want_variants = OP.noise_floor(b, want), OP.variants(b)
