@@ -197,7 +197,11 @@ def check(
         c = cases[j]
         runs = runner.schedules[:1] if c.run_once else runner.schedules
         say(f"case {c.name}: running {ref.label} ({', '.join(runs) or 'once'})")
-        done = runner.run(c, block, grid_t, once=c.run_once)
+
+        def blocks(run: str, finished: int, total: int) -> None:
+            say(f"case {c.name}: running {ref.label} ({run}): {finished:,} of {total:,} blocks")
+
+        done = runner.run(c, block, grid_t, once=c.run_once, blocks=blocks)
         if done.fault is None and done.output is not None:
             step()
         return done

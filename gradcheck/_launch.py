@@ -30,6 +30,7 @@ CPU_ONLY_OPTIONS: tuple[str, ...] = (
     "poison",
     "stack_bytes",
     "races",
+    "on_blocks",
 )
 
 # CUDA's limits on every current architecture (compute capability 7.0-10.x).

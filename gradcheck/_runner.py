@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,9 @@ from .ops import Arrays, Case, Op, ShippedKernel
 
 KernelCallable = Callable[..., Any]
 ALIGNMENT_RUN = "asc+page-aligned"
+# A launch reports its blocks (Runner.run's ``blocks``) once it has run this long: the short ones,
+# nearly all, leave the progress display as it is.
+BLOCKS_AFTER_S = 1.0
 # Inputs at least this large run in place on the cpu backend when a case runs once (a copy in the
 # launch arena would double them: 2 GiB of logits at 4096 x 128256).
 IN_PLACE_BYTES = 64 << 20
@@ -201,13 +205,21 @@ class Runner:
                 )
 
     def run(
-        self, case: Case, block: int, grid: tuple[int, ...] | None = None, *, once: bool = False
+        self,
+        case: Case,
+        block: int,
+        grid: tuple[int, ...] | None = None,
+        *,
+        once: bool = False,
+        blocks: Callable[[str, int, int], None] | None = None,
     ) -> CaseRun:
         """Launch once per schedule (cpu: thread orders, then a different buffer alignment).
 
         On the cpu backend the first launch also looks for data races (``races=True``).
         ``once``: a single launch, on every core, with the case's large buffers in memory the
-        backend uses in place (no copies): for a problem too large to repeat (Case.run_once)."""
+        backend uses in place (no copies): for a problem too large to repeat (Case.run_once).
+        ``blocks``: called as blocks(run, blocks finished, blocks in the grid) while a cpu launch
+        has run for BLOCKS_AFTER_S or more (``run``: "asc, race check", "desc", ...)."""
         if self.fn is None:
             return self._run_callable(case)
         b, canonical = self.op.geometry(case, block)
@@ -253,6 +265,8 @@ class Runner:
                     launch.update(workers=None)  # every core
                 elif k == 0 and self.race_check:
                     launch.update(races=True)
+                if blocks is not None:
+                    launch.update(on_blocks=_after(BLOCKS_AFTER_S, blocks, _run_name(launch)))
             try:
                 result = self.fn.launch(*call, **launch)
             except KernelFault as exc:
@@ -311,3 +325,28 @@ class Runner:
                 )
             outs[name] = arr.astype(np.float32)
         return CaseRun(output=outs, outputs=(("call", outs),))
+
+
+def _run_name(launch: dict[str, Any]) -> str:
+    """A cpu launch as the progress display names it: "asc, race check", "asc, page-aligned"."""
+    parts = [str(launch["schedule"])]
+    if launch.get("guard") == "start":
+        parts.append("page-aligned")
+    if launch.get("races"):
+        parts.append("race check")
+    if launch.get("workers") is None:
+        parts.append("every core")
+    return ", ".join(parts)
+
+
+def _after(
+    seconds: float, report: Callable[[str, int, int], None], name: str
+) -> Callable[[int, int], None]:
+    """The backend's on_blocks for one launch: ``report(name, done, total)`` from ``seconds`` on."""
+    start = time.monotonic()
+
+    def on_blocks(done: int, total: int) -> None:
+        if time.monotonic() - start >= seconds:
+            report(name, done, total)
+
+    return on_blocks

@@ -194,6 +194,23 @@ def test_steps_count_the_whole_check_for_a_progress_bar() -> None:
     assert lines[0] == "building ce-grad" and lines[-1].startswith("case plain: the float32")
 
 
+def test_a_long_launch_shows_how_many_of_its_blocks_are_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The race check of a whole head at seq 8192 is one launch of minutes: past BLOCKS_AFTER_S
+    the progress line counts its blocks (here from the start: the launches are short)."""
+    import gradcheck._runner as runner_module
+
+    monkeypatch.setattr(runner_module, "BLOCKS_AFTER_S", 0.0)
+    lines: list[str] = []
+    gradcheck.check("loss-ce", rows=3, vocab=40, backend="cpu", case="plain", progress=lines.append)
+    counts = [line for line in lines if line.endswith(" of 3 blocks")]
+    for run in ("asc, race check", "desc", "random:0", "asc, page-aligned"):
+        assert any(line.startswith(f"case plain: running ce-grad ({run}): ") for line in counts), (
+            run
+        )
+
+
 def test_each_case_runs_once_and_the_steps_only_go_up(monkeypatch: pytest.MonkeyPatch) -> None:
     # small cases' kernels run ahead of their turn while references compute on threads
     from gradcheck._runner import Runner

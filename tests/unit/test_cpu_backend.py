@@ -314,6 +314,36 @@ def test_stack_overflow(bugs: CpuSourceModule) -> None:
         )
 
 
+SLOW = """
+extern "C" __global__ void slow(float* y, int n) {
+    float a = 0.0f;
+    for (int i = 0; i < n; ++i) a = a * 0.5f + (float)i;  // ~30 ms a block at n = 2e7
+    y[blockIdx.x] = a;
+}
+"""
+
+
+def test_a_launch_reports_its_blocks_while_it_runs() -> None:
+    """on_blocks: (blocks finished, blocks in the grid) at the start and every quarter second, for
+    a progress display; one that raises is dropped and the launch goes on."""
+    fn = gc.SourceModule(SLOW, backend="cpu").get_function("slow")
+    y = np.zeros(40, np.float32)
+    seen: list[tuple[int, int]] = []
+    fn(gc.InOut(y), np.int32(20_000_000), block=(1, 1, 1), grid=(40, 1), workers=1,
+       on_blocks=lambda done, total: seen.append((done, total)))  # fmt: skip
+    assert len(seen) >= 2 and {total for _, total in seen} == {40}
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and 0 < done[-1] <= 40 and np.all(y > 0)
+
+    def broken(done: int, total: int) -> None:
+        raise RuntimeError("a progress display that fails")
+
+    y[...] = 0
+    fn(gc.InOut(y), np.int32(2_000_000), block=(1, 1, 1), grid=(40, 1), workers=1, on_blocks=broken)
+    assert np.all(y > 0)
+    fn(gc.InOut(y), np.int32(2), block=(1, 1, 1), grid=(40, 1))  # the worker still answers
+
+
 def test_hang_times_out_and_caller_keeps_running(bugs: CpuSourceModule) -> None:
     t0 = time.monotonic()
     with pytest.raises(gc.KernelTimeout, match=r"block \(0,0,0\) was running thread \(3,0,0\)"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,6 +291,9 @@ class CpuFunction:
         no __syncthreads() between, or one warp with no __syncwarp() between): the lost updates a
         GPU would make. Blocks then run on one OS thread, in order (workers=1); the outputs are
         the same as without races. The first such launch compiles the race-checking build.
+      on_blocks: called as on_blocks(blocks finished, blocks in the grid) when the launch starts
+        and about every quarter second while it runs, for a progress display (a launch of a large
+        grid under the race check can take minutes); if it raises, it is not called again.
     """
 
     def __init__(self, module: CpuSourceModule, info: KernelInfo) -> None:
@@ -325,6 +328,7 @@ class CpuFunction:
         poison: bool = True,
         stack_bytes: int = DEFAULT_STACK_BYTES,
         races: bool = False,
+        on_blocks: Callable[[int, int], None] | None = None,
         **unknown: Any,
     ) -> Launch:
         """Launch once and return what happened (PyCUDA's __call__ returns only the time)."""
@@ -398,7 +402,7 @@ class CpuFunction:
                 "races": bool(races),
                 "race_ranges": [[s.offset, s.nbytes, s.itemsize] for s in watched] if races else [],
             }
-            reply = self._send(proc, req, arena, timeout, b, g, host_fds)
+            reply = self._send(proc, req, arena, timeout, b, g, host_fds, on_blocks)
             elapsed = time.perf_counter() - t0
             if not reply.get("ok"):
                 raise LaunchError(f"{self.name}: the launch worker failed: {reply.get('error')}")
@@ -587,20 +591,35 @@ class CpuFunction:
         b: tuple[int, int, int],
         g: tuple[int, int, int],
         host_fds: Sequence[int] = (),
+        on_blocks: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
+        blocks = g[0] * g[1] * g[2]
+        report = [on_blocks] if on_blocks is not None else []
+
+        def status() -> tuple[int, list[tuple[int, int]]]:
+            now = arena.status()
+            try:
+                for call in report:
+                    call(now[0], blocks)
+            except Exception:
+                # A failing progress display stops being called; the launch, mid-way in the
+                # worker, goes on (leaving now would desynchronise the worker's replies).
+                report.clear()
+            return now
+
         def describe() -> str:
             done, busy = arena.status()
             where = "; ".join(
                 f"block {_unravel(blk, g)} was running thread {_unravel(t, b)}" for blk, t in busy
             )
-            return f"{done} of {g[0] * g[1] * g[2]} blocks finished; {where or 'no block running'}"
+            return f"{done} of {blocks} blocks finished; {where or 'no block running'}"
 
         try:
             reply: dict[str, Any] = proc.request(
                 req,
                 [arena.fd, *host_fds],
                 stall_timeout=timeout,
-                progress=arena.status,
+                progress=status,
                 describe_stall=describe,
             )
             return reply
