@@ -25,9 +25,11 @@ from ._x64 import built_once, cast, precision
 QUERY_SCORES = 1 << 22
 
 
-def query_rows(heads: int, seq: int) -> int:
-    """Query rows per block for ``heads`` heads (batch, heads and FD points multiplied) of ``seq``
-    keys: every row while the scores fit in QUERY_SCORES, at least one."""
+def query_rows(shape: tuple[int, ...]) -> int:
+    """Query rows per block for q of this ``shape`` ([..., seq, head_dim]: batch, heads and FD
+    points multiplied are the heads): every row while the scores fit in QUERY_SCORES, at least
+    one."""
+    heads, seq = int(np.prod(shape[:-2])), shape[-2]
     return max(1, min(seq, QUERY_SCORES // max(1, heads * seq)))
 
 
@@ -118,10 +120,6 @@ def _compiled() -> dict[str, Any]:
     }
 
 
-def _heads(q: np.ndarray) -> int:
-    return int(np.prod(q.shape[:-2]))
-
-
 def grads(
     q: np.ndarray,
     k: np.ndarray,
@@ -132,7 +130,7 @@ def grads(
     dtype: type[np.floating[Any]],
 ) -> dict[str, np.ndarray]:
     """dq, dk, dv, evaluated in ``dtype`` (np.float64 or np.float32)."""
-    rows = query_rows(_heads(q), q.shape[-2])
+    rows = query_rows(q.shape)
     with precision(dtype):
         args = cast(dtype, q, k, v, dout)
         dq, dk, dv = _compiled()["grad"](*args, float(scale), bool(causal), rows)
@@ -149,7 +147,7 @@ def loss_values(
     dtype: type[np.floating[Any]],
 ) -> np.ndarray:
     """The loss at each point (``q``, ``k``, ``v`` stacked on axis 0)."""
-    rows = query_rows(_heads(q), q.shape[-2])  # every point's heads hold scores at once
+    rows = query_rows(q.shape)  # every point's heads hold scores at once
     with precision(dtype):
         args = cast(dtype, q, k, v, dout)
         out = np.asarray(_compiled()["loss_batch"](*args, float(scale), bool(causal), rows))
@@ -160,7 +158,7 @@ def forward64(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """(O, lse) in float64: what the forward pass saved for the backward kernel."""
-    rows = query_rows(_heads(q), q.shape[-2])
+    rows = query_rows(q.shape)
     with precision(np.float64):
         args = cast(np.float64, q, k, v)
         o, lse = _compiled()["forward"](*args, float(scale), bool(causal), rows)

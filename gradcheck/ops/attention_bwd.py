@@ -150,8 +150,7 @@ def _query_blocks(q: np.ndarray) -> list[slice]:
     (every head of ``q`` at once) hold at most the references' QUERY_SCORES each."""
     from ..reference.attention import query_rows
 
-    seq = q.shape[-2]
-    n = query_rows(int(np.prod(q.shape[:-2])), seq)
+    seq, n = q.shape[-2], query_rows(q.shape)
     return [slice(lo, min(seq, lo + n)) for lo in range(0, seq, n)]
 
 

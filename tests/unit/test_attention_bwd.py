@@ -128,7 +128,7 @@ def test_a_block_of_query_rows_at_a_time_gives_what_the_whole_head_gives(
 
     monkeypatch.setattr(attention, "QUERY_SCORES", 2 * 29 * 6)  # 2 heads x 6 rows: 5 blocks
     monkeypatch.setattr(ops_attention, "_probabilities", held)
-    assert attention.query_rows(2, 29) == 6
+    assert attention.query_rows((1, 2, 29, 16)) == 6
     blocked = OP.cases(dims, 32, 0, options)[:4]
     for w, b in zip(whole, blocked, strict=True):
         for name in w.arrays:

@@ -594,17 +594,18 @@ class CpuFunction:
         on_blocks: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
         blocks = g[0] * g[1] * g[2]
-        report = [on_blocks] if on_blocks is not None else []
+        watch = on_blocks
 
         def status() -> tuple[int, list[tuple[int, int]]]:
+            nonlocal watch
             now = arena.status()
-            try:
-                for call in report:
-                    call(now[0], blocks)
-            except Exception:
-                # A failing progress display stops being called; the launch, mid-way in the
-                # worker, goes on (leaving now would desynchronise the worker's replies).
-                report.clear()
+            if watch is not None:
+                try:
+                    watch(now[0], blocks)
+                except Exception:
+                    # A failing progress display stops being called; the launch, mid-way in the
+                    # worker, goes on (leaving now would desynchronise the worker's replies).
+                    watch = None
             return now
 
         def describe() -> str:
