@@ -43,6 +43,16 @@ extern "C" __global__ void read_past_small_vocab(const float* x, float* m, int v
     }
 }
 
+// Every block reads one past the end; block 0 only after `spin` steps of busy work, so the other
+// blocks fault first in time.
+extern "C" __global__ void every_block_reads_past_end(const float* x, float* y, int n, int spin) {
+    if (threadIdx.x != 0) return;
+    volatile int k = 0;
+    if (blockIdx.x == 0)
+        for (int i = 0; i < spin; ++i) k = k + 1;
+    y[blockIdx.x] = x[n] + k;
+}
+
 extern "C" __global__ void write_before_start(float* y, int n) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i - 1] = 1.f;

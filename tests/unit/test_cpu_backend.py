@@ -249,6 +249,24 @@ def test_read_past_the_row_when_vocab_is_below_the_block_size(bugs: CpuSourceMod
         )
 
 
+def test_a_fault_in_several_blocks_is_reported_in_the_lowest_block(bugs: CpuSourceModule) -> None:
+    # Block 0 faults last in time (it is busy first), on the other worker the later blocks fault at
+    # once: the report names block 0 all the same, on every run and any number of workers.
+    f = bugs.get_function("every_block_reads_past_end")
+    for workers in (2, 2, 2, 1):
+        with pytest.raises(gc.OutOfBounds) as err:
+            f(
+                gc.In(np.ones(100, np.float32)),
+                gc.Out(np.zeros(8, np.float32)),
+                np.int32(100),
+                np.int32(20_000_000),
+                block=(32, 1, 1),
+                grid=(8, 1),
+                workers=workers,
+            )
+        assert (err.value.block, err.value.thread) == ((0, 0, 0), (0, 0, 0))
+
+
 def test_write_before_the_start(bugs: CpuSourceModule) -> None:
     y = np.zeros(100, np.float32)
     f = bugs.get_function("write_before_start")

@@ -866,13 +866,19 @@ struct Grid {
     std::atomic<bool> stop{false};
     std::mutex mu;
     bool failed = false;
+    unsigned failed_blk = 0;  // the block the recorded failure is in
 };
 
+// A failure stops the grid: no worker takes a new block. Blocks are taken in index order, so every
+// block below a failing one is taken already; those still running finish, and the failure reported
+// is the one in the lowest block (the first failing thread of that block, in the schedule's order),
+// whichever worker got there first. The same kernel and inputs give the same report on any machine.
 void record_failure(Grid& g, Worker& w, int kind, const std::string& msg) {
     std::lock_guard<std::mutex> lk(g.mu);
     g.stop = true;
-    if (g.failed) return;
+    if (g.failed && w.blk >= g.failed_blk) return;
     g.failed = true;
+    g.failed_blk = w.blk;
     cudacpu_launch* L = g.L;
     L->fault_kind = kind;
     L->fault_signal = w.fault.sig;
