@@ -31,6 +31,7 @@ CPU_ONLY_OPTIONS: tuple[str, ...] = (
     "stack_bytes",
     "races",
     "on_blocks",
+    "only_blocks",
 )
 
 # CUDA's limits on every current architecture (compute capability 7.0-10.x).

@@ -362,6 +362,38 @@ def test_a_launch_reports_its_blocks_while_it_runs() -> None:
     fn(gc.InOut(y), np.int32(2), block=(1, 1, 1), grid=(40, 1))  # the worker still answers
 
 
+MARK = """
+extern "C" __global__ void mark(float* y, int* dims) {
+    const int b = blockIdx.x + gridDim.x * blockIdx.y;
+    if (threadIdx.x == 0) y[b] = (float)b;
+    if (b == 0 && threadIdx.x == 0) dims[0] = gridDim.x, dims[1] = gridDim.y;
+}
+"""
+
+
+def test_only_blocks_runs_those_blocks_of_the_whole_grid() -> None:
+    fn = gc.SourceModule(MARK, backend="cpu", no_extern_c=True).get_function("mark")
+    y, dims = np.zeros(12, np.float32), np.zeros(2, np.int32)
+    seen: list[tuple[int, int]] = []
+    done = fn.launch(gc.Out(y), gc.InOut(dims), block=(32, 1, 1), grid=(4, 3),
+                     only_blocks=[11, 0, 5, 5], on_blocks=lambda d, t: seen.append((d, t)))  # fmt: skip
+    assert y[[0, 5, 11]].tolist() == [0.0, 5.0, 11.0]
+    assert np.isnan(np.delete(y, [0, 5, 11])).all() and done.unwritten == {0: 9}  # left out: poison
+    assert dims.tolist() == [4, 3] and {t for _, t in seen} == {3}  # gridDim is the whole grid
+    with pytest.raises(gc.UsageError, match=r"only_blocks= names block 12, outside the grid"):
+        fn.launch(gc.Out(y), gc.InOut(dims), block=(32, 1, 1), grid=(4, 3), only_blocks=[12])
+    with pytest.raises(gc.UsageError, match=r"only_blocks= must be a non-empty sequence"):
+        fn.launch(gc.Out(y), gc.InOut(dims), block=(32, 1, 1), grid=(4, 3), only_blocks=[])
+
+
+def test_only_blocks_with_a_fault_names_the_lowest_block_run(bugs: CpuSourceModule) -> None:
+    f = bugs.get_function("every_block_reads_past_end")
+    with pytest.raises(gc.OutOfBounds) as err:
+        f(gc.In(np.ones(100, np.float32)), gc.Out(np.zeros(8, np.float32)), np.int32(100),
+          np.int32(20_000_000), block=(32, 1, 1), grid=(8, 1), workers=2, only_blocks=[6, 3, 7])  # fmt: skip
+    assert err.value.block == (3, 0, 0)
+
+
 def test_hang_times_out_and_caller_keeps_running(bugs: CpuSourceModule) -> None:
     t0 = time.monotonic()
     with pytest.raises(gc.KernelTimeout, match=r"block \(0,0,0\) was running thread \(3,0,0\)"):

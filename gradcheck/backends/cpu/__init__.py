@@ -294,6 +294,11 @@ class CpuFunction:
       on_blocks: called as on_blocks(blocks finished, blocks in the grid) when the launch starts
         and about every quarter second while it runs, for a progress display (a launch of a large
         grid under the race check can take minutes); if it raises, it is not called again.
+      only_blocks: linear block indices (x fastest: blockIdx.x + gridDim.x * (blockIdx.y +
+        gridDim.y * blockIdx.z)): run only those blocks of the grid, in ascending order (gridDim
+        is still the whole grid); on_blocks then counts them. For repeating a large launch on a
+        sample of its blocks (other thread orders, the race check); the blocks left out write
+        nothing.
     """
 
     def __init__(self, module: CpuSourceModule, info: KernelInfo) -> None:
@@ -329,6 +334,7 @@ class CpuFunction:
         stack_bytes: int = DEFAULT_STACK_BYTES,
         races: bool = False,
         on_blocks: Callable[[int, int], None] | None = None,
+        only_blocks: Sequence[int] | np.ndarray | None = None,
         **unknown: Any,
     ) -> Launch:
         """Launch once and return what happened (PyCUDA's __call__ returns only the time)."""
@@ -347,6 +353,7 @@ class CpuFunction:
             raise UsageError(f"races={races!r} must be True or False.")
         if races:
             workers = 1  # the race check runs the blocks one after another on one OS thread
+        block_list = _block_list(only_blocks, g)
         marshalled, req_args = self._marshal(args)
         # Arrays from shared_empty() are used in place (the default guard, no race check);
         # every other array is copied into the arena and its outputs copied back.
@@ -401,8 +408,11 @@ class CpuFunction:
                 ],
                 "races": bool(races),
                 "race_ranges": [[s.offset, s.nbytes, s.itemsize] for s in watched] if races else [],
+                "block_list": block_list,
             }
-            reply = self._send(proc, req, arena, timeout, b, g, host_fds, on_blocks)
+            reply = self._send(
+                proc, req, arena, timeout, b, g, host_fds, on_blocks, len(block_list) or None
+            )
             elapsed = time.perf_counter() - t0
             if not reply.get("ok"):
                 raise LaunchError(f"{self.name}: the launch worker failed: {reply.get('error')}")
@@ -592,8 +602,9 @@ class CpuFunction:
         g: tuple[int, int, int],
         host_fds: Sequence[int] = (),
         on_blocks: Callable[[int, int], None] | None = None,
+        n_blocks: int | None = None,
     ) -> dict[str, Any]:
-        blocks = g[0] * g[1] * g[2]
+        blocks = n_blocks or g[0] * g[1] * g[2]
         watch = on_blocks
 
         def status() -> tuple[int, list[tuple[int, int]]]:
@@ -870,6 +881,24 @@ def _number_buffers(req_args: list[tuple[str, str]]) -> list[tuple[int, tuple[st
         if kind == "buffer":
             j += 1
     return out
+
+
+def _block_list(only: Sequence[int] | np.ndarray | None, grid: tuple[int, int, int]) -> list[int]:
+    """only_blocks= as the runtime takes it: ascending, unique, each inside the grid ([] = all)."""
+    if only is None:
+        return []
+    n = grid[0] * grid[1] * grid[2]
+    a = np.asarray(only)
+    if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+        raise UsageError(
+            f"only_blocks= must be a non-empty sequence of linear block indices (ints), got {only!r}."
+        )
+    if a.min() < 0 or a.max() >= n:
+        bad = int(a.min()) if a.min() < 0 else int(a.max())
+        raise UsageError(
+            f"only_blocks= names block {bad}, outside the grid {grid} ({n:,} blocks: 0 to {n - 1:,})."
+        )
+    return [int(x) for x in np.unique(a)]
 
 
 def _parse_schedule(schedule: str, seed: int) -> tuple[str, int]:

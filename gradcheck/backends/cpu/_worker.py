@@ -17,7 +17,7 @@ import sys
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PROT_NONE, PROT_READ, PROT_RW, MAP_SHARED = 0, 1, 3, 1
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 
 class Param(ctypes.Structure):
@@ -84,6 +84,8 @@ class Launch(ctypes.Structure):
         ("races", ctypes.c_int32),
         ("nranges", ctypes.c_uint32),
         ("ranges", ctypes.POINTER(Range)),
+        ("nblock_list", ctypes.c_uint32),
+        ("block_list", ctypes.POINTER(ctypes.c_uint32)),
         ("fault_kind", ctypes.c_int32),
         ("fault_signal", ctypes.c_int32),
         ("fault_write", ctypes.c_int32),
@@ -248,6 +250,10 @@ def run(req, lib, table, base, size, hosts, keep):
         spec.races = 1
         spec.nranges = len(watch)
         spec.ranges = ranges
+    only = req.get("block_list") or []
+    block_list = (ctypes.c_uint32 * max(1, len(only)))(*only)
+    spec.nblock_list = len(only)
+    spec.block_list = block_list
     entry = ctypes.addressof(table[req["index"]])
     rc = lib.cudacpu_launch(entry, ctypes.byref(spec), argv)
     addr = spec.fault_addr

@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#define CUDACPU_ABI_VERSION 3
+#define CUDACPU_ABI_VERSION 4
 
 extern "C" {
 
@@ -100,6 +100,10 @@ struct cudacpu_launch {
     int32_t races;  // 1: keep shadow state and report write-write conflicts (runs on one OS thread)
     uint32_t nranges;
     cudacpu_range* ranges;
+    // Run only these blocks (linear indices, ascending, each below the grid's size); gridDim is
+    // still the whole grid. nblock_list 0: every block.
+    uint32_t nblock_list;
+    const uint32_t* block_list;
     // Filled in by the runtime when the launch fails.
     int32_t fault_kind;
     int32_t fault_signal;

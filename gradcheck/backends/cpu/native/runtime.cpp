@@ -869,10 +869,11 @@ struct Grid {
     unsigned failed_blk = 0;  // the block the recorded failure is in
 };
 
-// A failure stops the grid: no worker takes a new block. Blocks are taken in index order, so every
-// block below a failing one is taken already; those still running finish, and the failure reported
-// is the one in the lowest block (the first failing thread of that block, in the schedule's order),
-// whichever worker got there first. The same kernel and inputs give the same report on any machine.
+// A failure stops the grid: no worker takes a new block. Blocks are taken in index order (a block
+// list is ascending), so every block below a failing one is taken already; those still running
+// finish, and the failure reported is the one in the lowest block (the first failing thread of that
+// block, in the schedule's order), whichever worker got there first. The same kernel and inputs
+// give the same report on any machine.
 void record_failure(Grid& g, Worker& w, int kind, const std::string& msg) {
     std::lock_guard<std::mutex> lk(g.mu);
     g.stop = true;
@@ -956,8 +957,9 @@ void work(Grid& g, int slot) {
 
     for (;;) {
         if (g.stop) break;
-        const unsigned blk = g.next.fetch_add(1);
-        if (blk >= g.nblocks) break;
+        const unsigned taken = g.next.fetch_add(1);
+        if (taken >= g.nblocks) break;
+        const unsigned blk = L->nblock_list ? L->block_list[taken] : taken;
         w.blk = blk;
         w.st->block = blk;
         if (L->poison_shared) {
@@ -1023,7 +1025,7 @@ int cudacpu_run(cudacpu_launch* L, void (*body)(void**), void** args, cudacpu_ct
     g.body = body;
     g.args = args;
     g.ctx_addr = ctx_addr;
-    g.nblocks = L->grid[0] * L->grid[1] * L->grid[2];
+    g.nblocks = L->nblock_list ? L->nblock_list : L->grid[0] * L->grid[1] * L->grid[2];
     g.nthreads = L->block[0] * L->block[1] * L->block[2];
     L->fault_kind = CUDACPU_OK;
     L->message[0] = 0;
