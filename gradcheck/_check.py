@@ -18,7 +18,7 @@ from ._stream import Block, block_count, compare_streamed
 from .compare import DEFAULT_FACTOR, POWER_ERROR, Comparison, compare_output
 from .diagnose import likely_cause, overall
 from .fd import FD32_POWER_ERROR, Difference, NaiveFD32, difference, directional, naive_fd32
-from .ops import Arrays, Case, Op, Variant, get_op, sample_of
+from .ops import Arrays, BlockSample, Case, Op, Variant, get_op, sample_of
 from .results import Check, Report
 from .where import Pattern, describe, heatmap, keys, matching_variants, texts, value_patterns
 
@@ -193,15 +193,28 @@ def check(
 
     launched: dict[int, CaseRun] = {}  # kernels run ahead while a case's references compute
 
+    def repeat_sample(c: Case) -> BlockSample | None:
+        """The blocks a case's repeats run on, where it is too large to repeat whole (cpu)."""
+        if runner.backend != "cpu" or c.run_once:
+            return None
+        return spec.repeat_sample(c, block, grid_t)
+
     def launch(j: int) -> CaseRun:
         c = cases[j]
         runs = runner.schedules[:1] if c.run_once else runner.schedules
-        say(f"case {c.name}: running {ref.label} ({', '.join(runs) or 'once'})")
+        sample = repeat_sample(c)
+        if sample is not None:
+            say(
+                f"case {c.name}: running {ref.label} ({runs[0]}, every core; then "
+                f"{', '.join(runs)} on a sample of the blocks)"
+            )
+        else:
+            say(f"case {c.name}: running {ref.label} ({', '.join(runs) or 'once'})")
 
         def blocks(run: str, finished: int, total: int) -> None:
             say(f"case {c.name}: running {ref.label} ({run}): {finished:,} of {total:,} blocks")
 
-        done = runner.run(c, block, grid_t, once=c.run_once, blocks=blocks)
+        done = runner.run(c, block, grid_t, once=c.run_once, blocks=blocks, sample=sample)
         if done.fault is None and done.output is not None:
             step()
         return done
@@ -222,7 +235,7 @@ def check(
             run = launched.pop(i, None) or launch(i)
             if run.fault is not None or run.output is None:
                 assert run.fault is not None
-                checks.append(_fault_check(spec, c, block, run.fault, reproduce(c)))
+                checks.append(_fault_check(spec, c, block, run.fault, reproduce(c), run.sample))
                 pending.pop(i, None)
                 step(stages)
                 continue
@@ -297,11 +310,12 @@ def check(
         cases=tuple(
             {
                 "name": c.name,
-                "description": c.description + _once_note(spec, c, b, cases),
+                "description": c.description + _once_note(spec, c, b, cases) + _sample_note(sample),
                 "dims": c.dims,
                 "run_once": c.run_once,
+                "repeats_on": sample.text if sample is not None else None,
             }
-            for c, b in zip(cases, n_blocks, strict=True)
+            for c, b, sample in zip(cases, n_blocks, [repeat_sample(c) for c in cases], strict=True)
         ),
         elapsed_s=time.perf_counter() - t0,
         reproduce=reproduce() + (fd32_flags if fd32 else ""),
@@ -480,6 +494,18 @@ def _once_note(spec: Op, c: Case, blocks: int, cases: Sequence[Case]) -> str:
         f"alignment and the race check repeat on the sampled cases ({where or 'none'}): all "
         f"{spec.stream_unit} run the same code, so an order, alignment or race bug shows there "
         "as here"
+    )
+
+
+def _sample_note(sample: BlockSample | None) -> str:
+    """What a case whose repeats ran on a sample of its blocks says about it, and why that holds."""
+    if sample is None:
+        return ""
+    return (
+        f"; run once on the whole grid on every core and compared there. The thread orders, the "
+        f"other alignment and the race check repeat on {sample.text}: every "
+        f"{sample.unit} runs the same code, so an order, alignment or race bug shows there as "
+        "in the rest"
     )
 
 
@@ -721,19 +747,22 @@ def _bitwise_check(
     are rounding, not a race; only larger ones count."""
     label, changed = BITWISE[kind]
     others = run.runs(kind)
-    if not others or run.output is None:
+    base = run.base
+    if not others or base is None:
         return None
     if kind == "schedules":
         same = f"under {len(run.schedules)} thread orders ({', '.join(run.schedules)})"
         changed = changed.format(orders=", ".join(run.schedules))
     else:
         same = "with the buffers at another alignment (page-aligned start)"
+    if run.sample:
+        same += f", on {run.sample}"
     n_real = n_rounding = n_total = 0
     max_diff = 0.0
     first_bad: tuple[str, np.ndarray] | None = None
     per_output: dict[str, int] = {}
     for o in spec.outputs:
-        bits, diff = _abs_difference(run.output[o.name], [r[o.name] for r in others])
+        bits, diff = _abs_difference(base[o.name], [r[o.name] for r in others])
         rounding = bits & (diff <= bound[o.name]) if o.init == "zero" else np.zeros_like(bits)
         real = bits & ~rounding
         n_total += bits.size
@@ -753,6 +782,8 @@ def _bitwise_check(
     }
     if kind == "schedules":
         numbers["schedules"] = list(run.schedules)
+    if run.sample:
+        numbers["repeated_on"] = run.sample
     if first_bad is None:
         text = f"bitwise identical {same}"
         if n_rounding:
@@ -763,7 +794,7 @@ def _bitwise_check(
         return Check(kind, c.name, "pass", text, numbers)
     name, real = first_bad
     no_poison = np.zeros(real.shape, bool)
-    out = run.output[name]
+    out = base[name]
     where = describe(
         real, out, ref64[name], no_poison, op=spec, case=c, block=block, output=name, values=False
     )
@@ -774,7 +805,8 @@ def _bitwise_check(
         case=c.name,
         output=name,
         verdict="kernel-bug",
-        summary=f"{label} output: {n_real:,} of {n_total:,} elements {changed} ({where_all}; max difference {max_diff:.3g})",
+        summary=f"{label} output: {n_real:,} of {n_total:,} elements {changed} ({where_all}; max difference {max_diff:.3g})"
+        + (f", on {run.sample}" if run.sample else ""),
         numbers=numbers,
         where=tuple(texts(where)),
         heatmap=_heatmap(real, block, axis),
@@ -783,7 +815,10 @@ def _bitwise_check(
     )
 
 
-def _fault_check(spec: Op, c: Case, block: int, fault: KernelFault, repro: str) -> Check:
+def _fault_check(
+    spec: Op, c: Case, block: int, fault: KernelFault, repro: str, sample: str = ""
+) -> Check:
+    """A launch that failed; ``sample``: the blocks it ran, when it ran a sample of them."""
     axis = spec.primary.axes[-1]
     where: list[str] = []
     if isinstance(fault, DataRace):
@@ -813,6 +848,9 @@ def _fault_check(spec: Op, c: Case, block: int, fault: KernelFault, repro: str) 
         value = getattr(fault, attr, None)
         if value is not None and attr not in numbers:
             numbers[attr] = list(value) if isinstance(value, tuple) else value
+    if sample:
+        where.append(f"found running {sample}")
+        numbers["repeated_on"] = sample
     if fault.block is not None:
         numbers["block"] = list(fault.block)
     if fault.thread is not None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ._errors import KernelFault, SignatureMismatch, UsageError, suggest
 from ._launch import In, InOut, Out
-from .ops import Arrays, Case, Op, ShippedKernel
+from .ops import Arrays, BlockSample, Case, Op, ShippedKernel
 
 KernelCallable = Callable[..., Any]
 ALIGNMENT_RUN = "asc+page-aligned"
@@ -97,15 +97,28 @@ class CaseRun:
     output: Arrays | None  # the first run's outputs
     fault: KernelFault | None = None
     schedules: tuple[str, ...] = ()  # the runs that differ only in thread order (or repeat)
-    outputs: tuple[tuple[str, Arrays], ...] = ()  # every run: schedules, then ALIGNMENT_RUN (cpu)
+    # Every run of the whole grid (each compared with the reference): schedules, then
+    # ALIGNMENT_RUN (cpu); only the first when the repeats ran on a sample of the blocks.
+    outputs: tuple[tuple[str, Arrays], ...] = ()
     elapsed_s: float = 0.0
+    # The repeats on a sample of the blocks (schedules, then ALIGNMENT_RUN), held against each
+    # other bit for bit and not against the reference (the blocks left out wrote nothing), and
+    # what the sample is; empty when the repeats ran on the whole grid (they are in ``outputs``).
+    repeats: tuple[tuple[str, Arrays], ...] = ()
+    sample: str = ""
+
+    @property
+    def base(self) -> Arrays | None:
+        """The run the other thread orders and alignment are held against, bit for bit."""
+        return self.repeats[0][1] if self.repeats else self.output
 
     def runs(self, kind: str) -> list[Arrays]:
-        """The runs to hold against the first: "schedules" (other thread orders or repeats) or
+        """The runs to hold against ``base``: "schedules" (other thread orders or repeats) or
         "alignment" (the buffers at another alignment)."""
+        runs = self.repeats or self.outputs
         if kind == "schedules":
-            return [o for name, o in self.outputs[1:] if name in self.schedules]
-        return [o for name, o in self.outputs if name == ALIGNMENT_RUN]
+            return [o for name, o in runs[1:] if name in self.schedules]
+        return [o for name, o in runs if name == ALIGNMENT_RUN]
 
 
 class Runner:
@@ -212,12 +225,15 @@ class Runner:
         *,
         once: bool = False,
         blocks: Callable[[str, int, int], None] | None = None,
+        sample: BlockSample | None = None,
     ) -> CaseRun:
         """Launch once per schedule (cpu: thread orders, then a different buffer alignment).
 
         On the cpu backend the first launch also looks for data races (``races=True``).
         ``once``: a single launch, on every core, with the case's large buffers in memory the
         backend uses in place (no copies): for a problem too large to repeat (Case.run_once).
+        ``sample`` (cpu): the whole grid once, on every core; then the launches above, race check
+        included, on the sample's blocks only (Op.repeat_sample).
         ``blocks``: called as blocks(run, blocks finished, blocks in the grid) while a cpu launch
         has run for BLOCKS_AFTER_S or more (``run``: "asc, race check", "desc", ...)."""
         if self.fn is None:
@@ -240,6 +256,13 @@ class Runner:
         runs = list(self.schedules) + ([ALIGNMENT_RUN] if self.backend == "cpu" else [])
         if once:
             runs = runs[:1]
+        if sample is not None and (once or self.backend != "cpu"):
+            sample = None
+        whole = 1 if sample is not None else len(runs)  # the runs of the whole grid
+        first_repeat = 0
+        if sample is not None:
+            runs = runs[:1] + runs  # the whole grid, then the repeats on the sample
+            first_repeat = 1
         for k, sched in enumerate(runs):
             outs: Arrays = {}
             wrapped: dict[str, Any] = {}
@@ -261,23 +284,29 @@ class Runner:
                 # last run puts them at the start of a page instead (vectorised-load bugs move).
                 guard = "start" if sched == ALIGNMENT_RUN else "end"
                 launch.update(schedule=sched.split("+")[0], workers=1, guard=guard)
-                if once:
+                if once or (sample is not None and k == 0):
                     launch.update(workers=None)  # every core
-                elif k == 0 and self.race_check:
+                elif k == first_repeat and self.race_check:
                     launch.update(races=True)
+                if sample is not None and k > 0:
+                    launch.update(only_blocks=sample.blocks)
                 if blocks is not None:
                     launch.update(on_blocks=_after(BLOCKS_AFTER_S, blocks, _run_name(launch)))
             try:
                 result = self.fn.launch(*call, **launch)
             except KernelFault as exc:
-                return CaseRun(output=None, fault=exc, schedules=(sched,))
+                on = sample.text if sample is not None and k > 0 else ""
+                return CaseRun(output=None, fault=exc, schedules=(sched,), sample=on)
             elapsed += float(getattr(result, "elapsed_s", 0.0))
             runs_out.append(outs)
+        named = tuple(zip(runs, runs_out, strict=True))
         return CaseRun(
             output=runs_out[0],
             schedules=tuple(runs) if once else self.schedules,
-            outputs=tuple(zip(runs, runs_out, strict=True)),
+            outputs=named[:whole],
             elapsed_s=elapsed,
+            repeats=named[1:] if sample is not None else (),
+            sample=sample.text if sample is not None else "",
         )
 
     def _scalars_for(self, case: Case) -> dict[str, Any]:
@@ -336,6 +365,8 @@ def _run_name(launch: dict[str, Any]) -> str:
         parts.append("race check")
     if launch.get("workers") is None:
         parts.append("every core")
+    if launch.get("only_blocks") is not None:
+        parts.append("sampled blocks")
     return ", ".join(parts)
 
 

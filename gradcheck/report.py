@@ -60,12 +60,13 @@ def _cell(c: Check | None) -> str:
             f", {power}" if n["detectable_rel_error"] else ""
         )
         return head if c.verdict == "pass" else f"[yellow]{head}: no power[/]"
-    if c.name == "schedules":
-        if c.verdict == "pass":
-            return f"identical ({len(n['schedules'])})"
-        return f"[red]{n['differing']:,} differ[/]"
-    if c.name == "alignment":
-        return "identical" if c.verdict == "pass" else f"[red]{n['differing']:,} differ[/]"
+    if c.name in ("schedules", "alignment"):
+        sampled = ", sample" if n.get("repeated_on") else ""  # the line under the table says which
+        if c.verdict != "pass":
+            return f"[red]{n['differing']:,} differ{sampled}[/]"
+        if c.name == "schedules":
+            return f"identical ({len(n['schedules'])}{sampled})"
+        return f"identical{f' ({sampled[2:]})' if sampled else ''}"
     if c.name == "reference-fd":
         return (
             f"agrees (+/-{n['error_bar']:.0e})" if c.verdict == "pass" else "[yellow]disagrees[/]"
@@ -151,6 +152,18 @@ def renderables(report: Report) -> Iterator[RenderableType]:
     for case in report.cases:
         if case.get("run_once"):  # what "ran once" in the table means, and why it holds
             yield Text(f"{case['name']}: {case['description']}", style="dim")
+    sampled: dict[str, list[str]] = {}  # the cases whose repeats ran on a sample of the blocks
+    for case in report.cases:
+        if case.get("repeats_on"):
+            sampled.setdefault(case["repeats_on"], []).append(case["name"])
+    if sampled:
+        on = "; ".join(f"{', '.join(names)}: {text}" for text, names in sampled.items())
+        yield Text(
+            "ran once on the whole grid (on every core) and compared there; the thread orders, the "
+            f"other alignment and the race check repeat on a sample of the blocks ({on}): every "
+            "block runs the same code, so an order, alignment or race bug shows there as in the rest",
+            style="dim",
+        )
     shown: set[tuple[str, str, str]] = set()
     detailed = 0
     for c in report.findings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .._errors import UsageError, suggest
 from ._spec import SAMPLE_ELEMENTS as SAMPLE_ELEMENTS
 from ._spec import Arrays as Arrays
+from ._spec import BlockSample as BlockSample
 from ._spec import Case as Case
 from ._spec import Dim as Dim
 from ._spec import KernelParam as KernelParam
@@ -37,6 +38,7 @@ __all__ = [
     "OPS",
     "SAMPLE_ELEMENTS",
     "Arrays",
+    "BlockSample",
     "Case",
     "Dim",
     "KernelParam",

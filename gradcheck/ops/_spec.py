@@ -113,6 +113,28 @@ def sample_of(description: str) -> str | None:
     return m.group(1) if m else None
 
 
+def spread_rows(total: int, n: int) -> np.ndarray:
+    """``n`` of ``total`` rows, ascending: the first and the last quarter of ``n`` at both ends
+    (where the bounds, masks and tails are) and the rest spread evenly between."""
+    if n >= total:
+        return np.arange(total)
+    edge = n // 4
+    between = total - 2 * edge
+    middle = edge + (np.arange(n - 2 * edge) * between) // (n - 2 * edge)
+    return np.concatenate([np.arange(edge), middle, np.arange(total - edge, total)])
+
+
+@dataclass(frozen=True)
+class BlockSample:
+    """The blocks of a case's launch that its repeats (the other thread orders, the other buffer
+    alignment, the race check) run on when the case is too large to repeat whole: the case runs
+    once on the whole grid, and is compared with its reference there."""
+
+    blocks: np.ndarray  # linear block indices (x fastest), ascending
+    text: str  # what they are: "512 of 8,192 query rows (the first 128, ...)"
+    unit: str  # what one block is: "query row"
+
+
 @dataclass(frozen=True)
 class Variant:
     """A named wrong formula (a bug class): when a kernel's output matches it, "where" says so.
@@ -293,6 +315,14 @@ class Op(ABC):
         those rows' share of each summed output), and its noise bound, added up over the blocks,
         the whole case's. Ops whose ``stream_rows`` is not None implement it."""
         raise NotImplementedError(f"{self.id} does not compare a block of rows at a time")
+
+    def repeat_sample(
+        self, case: Case, block: int, grid: tuple[int, ...] | None
+    ) -> BlockSample | None:
+        """The blocks the repeats of ``case`` run on, or None to repeat the whole launch. Ops
+        whose cases can outgrow a repeat (a head at a long seq, where sampling heads does not help)
+        choose a sample of blocks that run every kind of row; only for the canonical grid."""
+        return None
 
     def variants(self, case: Case) -> list[Variant]:
         """Wrong formulas worth naming when a kernel is off (computed only when it is)."""

@@ -13,6 +13,7 @@ from .._errors import UsageError
 from ._spec import (
     SAMPLE_ELEMENTS,
     Arrays,
+    BlockSample,
     Case,
     Dim,
     KernelParam,
@@ -23,6 +24,7 @@ from ._spec import (
     Variant,
     sample_count,
     sample_note,
+    spread_rows,
 )
 
 U32 = 2.0**-24  # unit roundoff of float32
@@ -38,6 +40,11 @@ GUIDE = "DIAGNOSTIC_GUIDE.md"
 # batch * heads * seq * seq: time grows with the scores (2^27 took 5.5 minutes on 2 cores, cpu
 # backend); memory does not, since the plain case is compared a block of heads at a time.
 MAX_SCORES = 1 << 30
+# A case of more scores than this runs its repeats (thread orders, alignment, race check) on a
+# sample of its query rows, at least MIN_REPEAT_ROWS a head: one head at seq 8192 is 64M scores,
+# and the race check runs its blocks on one thread (12 s at seq 2048, 16 times that at 8192).
+REPEAT_SCORES = SAMPLE_ELEMENTS
+MIN_REPEAT_ROWS = 64
 
 KERNELS = (
     ShippedKernel(
@@ -388,6 +395,33 @@ class AttentionBwd(Op):
 
     def geometry(self, case: Case, block: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
         return (block, 1, 1), (case.dims["seq"], case.dims["batch"] * case.dims["heads"])
+
+    def repeat_sample(
+        self, case: Case, block: int, grid: tuple[int, ...] | None
+    ) -> BlockSample | None:
+        # A block is one query row of one head: the first and last rows of each head (row 0 sees
+        # one key under the causal mask, the last ones every key) and rows spread between. Every
+        # block writes dk and dv for the keys it sees, so blocks that race on them are in the
+        # sample as they are in the grid.
+        seq, heads = case.dims["seq"], case.dims["batch"] * case.dims["heads"]
+        _, canonical = self.geometry(case, block)
+        if grid is not None and tuple(grid) not in (canonical, (*canonical, 1)):
+            return None  # the user's own grid: what a block is, only the kernel knows
+        if heads * seq * seq <= REPEAT_SCORES:
+            return None
+        per_head = max(MIN_REPEAT_ROWS, REPEAT_SCORES // (heads * seq))
+        if per_head >= seq:
+            return None
+        rows = spread_rows(seq, per_head)
+        edge = per_head // 4
+        blocks = (rows[None, :] + seq * np.arange(heads)[:, None]).ravel()
+        each = " of each head" if heads > 1 else ""
+        return BlockSample(
+            blocks,
+            f"{per_head:,} of {seq:,} query rows{each} (the first {edge:,}, the last {edge:,} and "
+            f"{per_head - 2 * edge:,} spread between)",
+            "query row",
+        )
 
     stream_unit = "heads"
 
