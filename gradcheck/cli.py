@@ -355,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
         "attention-bwd) the other cases run on a sample of the rows (heads) at the full width, "
         "and plain runs the whole problem once, on every core, compared a block of rows at a "
         "time; the report says which cases repeated the thread orders, alignment and race "
-        "check, and on how many rows. A check that would not fit in the available memory is "
+        "check, and on how many rows. On the cpu backend an attention case past that many scores "
+        "(one head at a long seq) runs once and repeats those on a sample of its query rows. "
+        "A check that would not fit in the available memory is "
         "refused before it runs (exit 2). DIAGNOSTIC_GUIDE.md#verdicts has the details.",
     )
     r.add_argument("op", help="the op id, e.g. loss-ce (gradcheck list)")
