@@ -51,7 +51,7 @@ def _backends(args: argparse.Namespace, console: Console) -> int:
             "nvcc": nvcc,
             "auto": chosen,
         }
-        print(json.dumps(out, indent=2))
+        _print_json(out)
         return 0
     table = Table(title="gradcheck backends", show_lines=False)
     table.add_column("backend")
@@ -102,7 +102,7 @@ def _compile(args: argparse.Namespace, console: Console) -> int:
                 for k in mod.kernels
             ],
         }
-        print(json.dumps(out, indent=2))
+        _print_json(out)
         return 0
     state = "cached" if mod.build.cached else "built"
     console.print(f"{mod.source.display_name}: {state} in {mod.build.seconds:.2f} s (cpu backend)")
@@ -159,7 +159,7 @@ def _list(args: argparse.Namespace, console: Console) -> int:
             }
             for op in OPS.values()
         }
-        print(json.dumps(out, indent=2))
+        _print_json(out)
         return 0
     for op in OPS.values():
         dims = " ".join(f"--{d.name.replace('_', '-')} {d.default}" for d in op.dims)
@@ -530,6 +530,30 @@ def _import_jax() -> None:
         import jax.numpy  # noqa: F401
 
 
+def _quiet_stdout() -> None:
+    """The reader of stdout went away (`gradcheck list | head -1`): what is left to print goes
+    nowhere, and the command ends with its own exit code rather than a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+class _Console(Console):
+    """rich's Console, but a closed pipe does not end the process with exit 1 (rich's default):
+    a `gradcheck run ... | head` in CI still exits with the verdict."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _quiet_stdout()
+
+
+def _print_json(out: Any) -> None:
+    try:
+        print(json.dumps(out, indent=2), flush=True)
+    except BrokenPipeError:
+        _quiet_stdout()
+
+
 def console_main() -> NoReturn:
     """The `gradcheck` command: main(), with JAX's compile cache kept for run and gate, and JAX
     imported on a thread of its own while the kernel is built and launched (the first reference
@@ -554,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Not a terminal (a CI log, a pipe): lay tables out for 120 columns rather than rich's 80.
-    console = Console() if sys.stdout.isatty() else Console(width=120)
+    console = _Console() if sys.stdout.isatty() else _Console(width=120)
     handlers = {
         "run": _run,
         "list": _list,

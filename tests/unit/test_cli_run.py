@@ -227,6 +227,33 @@ def test_the_command_exits_with_the_verdict_and_its_whole_output(tmp_path: Path)
     assert proc.returncode == 0 and "loss-ce" in json.loads(proc.stdout)
 
 
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["list"], 0),
+        (["list", "--json"], 0),
+        (["run", "loss-ce", "--rows", "4", "--vocab", "300"], 0),  # rich's default: exit 1
+        (["run", "loss-ce", "--rows", "4", "--vocab", "300", "--kernel", "sign-flipped"], 1),
+    ],
+)
+def test_a_reader_that_goes_away_leaves_the_exit_code_and_no_traceback(
+    argv: list[str], code: int
+) -> None:
+    # `gradcheck list | head -1`: the pipe is closed before the command writes
+    import subprocess
+    import sys
+
+    script = f"import sys; from gradcheck.cli import console_main; sys.argv = {['gradcheck', *argv]!r}; console_main()"
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == code, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
 def test_run_help_says_what_happens_at_large_sizes(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["run", "--help"])
