@@ -234,6 +234,17 @@ def write_section(name: str, body: Sequence[str], out: Path = RESULTS) -> None:
     out.write_text(text)
 
 
+def finish(name: str, body: list[str], out: Path, failed: Sequence[str], total_s: float) -> int:
+    """The end of a verdict benchmark: its section written and printed; exit 1 if a correct
+    kernel did not pass somewhere (``failed`` names where)."""
+    if failed:
+        body = [*body, "", f"FAIL: a correct kernel did not pass at {', '.join(failed)}."]
+    write_section(name, body, out)
+    print("\n".join(body))
+    log(f"done in {fmt_s(total_s)}; wrote {out}")
+    return 1 if failed else 0
+
+
 def header(title: str, command: str, started: float, total_s: float) -> list[str]:
     import datetime
 

@@ -17,8 +17,6 @@ benchmarks/RESULTS.md (or FILE).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -27,16 +25,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench import RESULTS, fmt_mib, fmt_s, gradcheck_exe, header, log, run_tree, write_section
+from _bench import RESULTS, finish, fmt_mib, fmt_s, header, log
+from verdict_times import Size, run, size
 
 NAME = "long_seq.py"
 SEQS = (2048, 4096, 8192)
 HEAD_DIM = 128
-RUN_LIMIT_S = 1800.0  # a run past 30 minutes is reported as not finished
 
 
-def args_for(seq: int) -> list[str]:
-    return ["--batch", "1", "--heads", "1", "--seq", str(seq), "--head-dim", str(HEAD_DIM)]
+def long_seq(seq: int) -> Size:
+    """One causal head at ``seq``: the command verdict_times.run starts (a new process, an empty
+    compile cache, at most 30 minutes)."""
+    s = size("attention-bwd", f"seq {seq}", batch=1, heads=1, seq=seq, head_dim=HEAD_DIM)
+    return Size(s.op, s.label, (*s.args, "--causal"), s.dims)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,32 +53,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[str] = []
     failed: list[str] = []
     for seq in a.seq:
-        command = ["attention-bwd", *args_for(seq), "--causal"]
-        log(f"seq {seq:,}: gradcheck run {' '.join(command)}")
-        with (
-            tempfile.TemporaryDirectory(prefix="gc-cache-") as cache,
-            tempfile.TemporaryDirectory(prefix="gc-report-") as tmp,
-        ):
-            report = Path(tmp) / "report.json"
-            m = run_tree(
-                [gradcheck_exe(), "run", *command, "--json", str(report)],
-                dict(os.environ, GRADCHECK_CACHE_DIR=cache),
-                RUN_LIMIT_S,
-            )
-            data = json.loads(report.read_text()) if report.exists() else {}
-        verdict = str(data.get("verdict", "(no report)"))
+        s = long_seq(seq)
+        command = f"gradcheck run {s.op} {' '.join(s.args)}"
+        log(f"seq {seq:,}: {command}")
+        with tempfile.TemporaryDirectory(prefix="gc-cache-") as cache:
+            done = run(s, cache)
+        m, data, verdict = done.m, done.report, done.verdict
         if m.rc != 0 or verdict != "pass":
             failed.append(f"seq {seq}")
-            log(f"  exited {m.rc} ({verdict}): {m.stderr[-1500:]}")
         samples = sorted(
             {c["repeats_on"] for c in data.get("cases", ()) if c.get("repeats_on")}, key=len
         )
         sampled = [c["name"] for c in data.get("cases", ()) if c.get("repeats_on")]
         on = f"{', '.join(sampled)}: {'; '.join(samples)}" if samples else "none (repeated whole)"
-        elapsed = float(data.get("elapsed_s", float("nan")))
         rows.append(
-            f"| {seq:,} | {seq * seq:,} | `gradcheck run {' '.join(command)}` | {fmt_s(m.wall_s)} "
-            f"| {fmt_s(elapsed)} | {fmt_mib(m.maxrss_bytes)} / {fmt_mib(m.peak_pss_bytes)} "
+            f"| {seq:,} | {seq * seq:,} | `{command}` | {fmt_s(m.wall_s)} "
+            f"| {fmt_s(done.elapsed)} | {fmt_mib(m.maxrss_bytes)} / {fmt_mib(m.peak_pss_bytes)} "
             f"| {on} | exit {m.rc}, {verdict} |"
         )
         log(f"  {fmt_s(m.wall_s)}, peak RSS {fmt_mib(m.maxrss_bytes)}, {verdict}")
@@ -98,12 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "| ---: | ---: | --- | ---: | ---: | ---: | --- | --- |",
         *rows,
     ]
-    if failed:
-        body += ["", f"FAIL: the correct kernel did not pass at {', '.join(failed)}."]
-    write_section(NAME, body, Path(a.out))
-    print("\n".join(body))
-    log(f"done in {fmt_s(total)}; wrote {a.out}")
-    return 1 if failed else 0
+    return finish(NAME, body, Path(a.out), failed, total)
 
 
 if __name__ == "__main__":

@@ -35,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (
     RESULTS,
     Measured,
+    finish,
     fmt_mib,
     fmt_s,
     gradcheck_exe,
     header,
     log,
     run_tree,
-    write_section,
 )
 
 NAME = "verdict_times.py"
@@ -208,12 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mostly that), which the ratio to the output bytes does not subtract; at the LLM sizes "
         "of layernorm-bwd and attention-bwd it and the sampled cases are most of the peak.",
     ]
-    if failed:
-        body += ["", f"FAIL: a correct kernel did not pass at {', '.join(failed)}."]
-    write_section(NAME, body, Path(a.out))
-    print("\n".join(body))
-    log(f"done in {fmt_s(total)}; wrote {a.out}")
-    return 1 if failed else 0
+    return finish(NAME, body, Path(a.out), failed, total)
 
 
 if __name__ == "__main__":
