@@ -193,16 +193,16 @@ def check(
 
     launched: dict[int, CaseRun] = {}  # kernels run ahead while a case's references compute
 
-    def repeat_sample(c: Case) -> BlockSample | None:
-        """The blocks a case's repeats run on, where it is too large to repeat whole (cpu)."""
-        if runner.backend != "cpu" or c.run_once:
-            return None
-        return spec.repeat_sample(c, block, grid_t)
+    # The blocks each case's repeats run on, where it is too large to repeat whole (cpu).
+    samples: list[BlockSample | None] = [
+        spec.repeat_sample(c, block, grid_t) if runner.backend == "cpu" and not c.run_once else None
+        for c in cases
+    ]
 
     def launch(j: int) -> CaseRun:
         c = cases[j]
         runs = runner.schedules[:1] if c.run_once else runner.schedules
-        sample = repeat_sample(c)
+        sample = samples[j]
         if sample is not None:
             say(
                 f"case {c.name}: running {ref.label} ({runs[0]}, every core; then "
@@ -315,7 +315,7 @@ def check(
                 "run_once": c.run_once,
                 "repeats_on": sample.text if sample is not None else None,
             }
-            for c, b, sample in zip(cases, n_blocks, [repeat_sample(c) for c in cases], strict=True)
+            for c, b, sample in zip(cases, n_blocks, samples, strict=True)
         ),
         elapsed_s=time.perf_counter() - t0,
         reproduce=reproduce() + (fd32_flags if fd32 else ""),
