@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradcheck
 from gradcheck.ops import get_op
+from gradcheck.ops._spec import spread_rows
 from gradcheck.strategies import PROFILE, checks
 
 LN = get_op("layernorm-bwd")
@@ -105,3 +107,16 @@ def test_attention_bugs_caught_at_any_size(kw: dict[str, Any], kernel: str) -> N
     # shows whatever mode and size are asked for.
     assert report.verdict == "kernel-bug", str(report)
     assert all(c.reproduce for c in report.findings if c.verdict == "kernel-bug")
+
+
+@given(st.integers(1, 100_000).flatmap(lambda t: st.tuples(st.just(t), st.integers(1, t))))
+def test_a_row_sample_is_ascending_and_holds_both_ends(total_n: tuple[int, int]) -> None:
+    """The query rows attention's repeats run on (spread_rows): n distinct rows inside the head,
+    ascending (the backend runs only_blocks in that order), a quarter at each end."""
+    total, n = total_n
+    rows = spread_rows(total, n)
+    assert len(rows) == n and rows[0] == 0 and rows[-1] < total
+    assert np.all(np.diff(rows) > 0)
+    edge = n // 4 if n < total else 0
+    assert rows[:edge].tolist() == list(range(edge))
+    assert rows[n - edge :].tolist() == list(range(total - edge, total))
