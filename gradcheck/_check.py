@@ -19,7 +19,7 @@ from .compare import DEFAULT_FACTOR, POWER_ERROR, Comparison, compare_output
 from .diagnose import likely_cause, overall
 from .fd import FD32_POWER_ERROR, Difference, NaiveFD32, difference, directional, naive_fd32
 from .ops import Arrays, BlockSample, Case, Op, Variant, get_op, sample_of
-from .results import Check, Report
+from .results import Check, Report, repeat_note
 from .where import Pattern, describe, heatmap, keys, matching_variants, texts, value_patterns
 
 # The bitwise checks: name -> (the evidence key diagnose knows, what differing outputs did)
@@ -194,10 +194,7 @@ def check(
     launched: dict[int, CaseRun] = {}  # kernels run ahead while a case's references compute
 
     # The blocks each case's repeats run on, where it is too large to repeat whole (cpu).
-    samples: list[BlockSample | None] = [
-        spec.repeat_sample(c, block, grid_t) if runner.backend == "cpu" and not c.run_once else None
-        for c in cases
-    ]
+    samples = [runner.repeat_sample(c, block, grid_t) for c in cases]
 
     def launch(j: int) -> CaseRun:
         c = cases[j]
@@ -499,14 +496,7 @@ def _once_note(spec: Op, c: Case, blocks: int, cases: Sequence[Case]) -> str:
 
 def _sample_note(sample: BlockSample | None) -> str:
     """What a case whose repeats ran on a sample of its blocks says about it, and why that holds."""
-    if sample is None:
-        return ""
-    return (
-        f"; run once on the whole grid on every core and compared there. The thread orders, the "
-        f"other alignment and the race check repeat on {sample.text}: every "
-        f"{sample.unit} runs the same code, so an order, alignment or race bug shows there as "
-        "in the rest"
-    )
+    return "" if sample is None else "; " + repeat_note(sample.text, sample.unit)
 
 
 def _streamed_checks(

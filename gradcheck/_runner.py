@@ -217,6 +217,15 @@ class Runner:
                     f"{'a pointer to ' if w.kind != 'scalar' else ''}{w.dtype} {w.name}.\n{fmt()}"
                 )
 
+    def repeat_sample(
+        self, case: Case, block: int, grid: tuple[int, ...] | None
+    ) -> BlockSample | None:
+        """The blocks ``run`` repeats ``case`` on (Op.repeat_sample): only on the cpu backend (the
+        thread orders and the race check are the emulator's), and never for a case run once."""
+        if self.backend != "cpu" or case.run_once:
+            return None
+        return self.op.repeat_sample(case, block, grid)
+
     def run(
         self,
         case: Case,
@@ -232,8 +241,8 @@ class Runner:
         On the cpu backend the first launch also looks for data races (``races=True``).
         ``once``: a single launch, on every core, with the case's large buffers in memory the
         backend uses in place (no copies): for a problem too large to repeat (Case.run_once).
-        ``sample`` (cpu): the whole grid once, on every core; then the launches above, race check
-        included, on the sample's blocks only (Op.repeat_sample).
+        ``sample`` (from repeat_sample): the whole grid once, on every core; then the launches
+        above, race check included, on the sample's blocks only.
         ``blocks``: called as blocks(run, blocks finished, blocks in the grid) while a cpu launch
         has run for BLOCKS_AFTER_S or more (``run``: "asc, race check", "desc", ...)."""
         if self.fn is None:
@@ -256,13 +265,9 @@ class Runner:
         runs = list(self.schedules) + ([ALIGNMENT_RUN] if self.backend == "cpu" else [])
         if once:
             runs = runs[:1]
-        if sample is not None and (once or self.backend != "cpu"):
-            sample = None
-        whole = 1 if sample is not None else len(runs)  # the runs of the whole grid
-        first_repeat = 0
-        if sample is not None:
+        sampled = sample is not None
+        if sampled:
             runs = runs[:1] + runs  # the whole grid, then the repeats on the sample
-            first_repeat = 1
         for k, sched in enumerate(runs):
             outs: Arrays = {}
             wrapped: dict[str, Any] = {}
@@ -284,10 +289,10 @@ class Runner:
                 # last run puts them at the start of a page instead (vectorised-load bugs move).
                 guard = "start" if sched == ALIGNMENT_RUN else "end"
                 launch.update(schedule=sched.split("+")[0], workers=1, guard=guard)
-                if once or (sample is not None and k == 0):
+                if once or (sampled and k == 0):
                     launch.update(workers=None)  # every core
-                elif k == first_repeat and self.race_check:
-                    launch.update(races=True)
+                elif k == int(sampled) and self.race_check:
+                    launch.update(races=True)  # the first run of the repeats
                 if sample is not None and k > 0:
                     launch.update(only_blocks=sample.blocks)
                 if blocks is not None:
@@ -303,9 +308,9 @@ class Runner:
         return CaseRun(
             output=runs_out[0],
             schedules=tuple(runs) if once else self.schedules,
-            outputs=named[:whole],
+            outputs=named[:1] if sampled else named,
             elapsed_s=elapsed,
-            repeats=named[1:] if sample is not None else (),
+            repeats=named[1:] if sampled else (),
             sample=sample.text if sample is not None else "",
         )
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .diagnose import overall
-from .results import Check, Report
+from .results import Check, Report, repeat_note
 
 MAX_DETAILED = 4  # findings shown in full; the rest are in the table and the JSON report
 STYLES = {"pass": "green", "fd-noise": "cyan", "kernel-bug": "bold red", "inconclusive": "yellow"}
@@ -61,12 +61,12 @@ def _cell(c: Check | None) -> str:
         )
         return head if c.verdict == "pass" else f"[yellow]{head}: no power[/]"
     if c.name in ("schedules", "alignment"):
-        sampled = ", sample" if n.get("repeated_on") else ""  # the line under the table says which
+        sample = ", sample" if n.get("repeated_on") else ""  # the line under the table says which
         if c.verdict != "pass":
-            return f"[red]{n['differing']:,} differ{sampled}[/]"
-        if c.name == "schedules":
-            return f"identical ({len(n['schedules'])}{sampled})"
-        return f"identical{f' ({sampled[2:]})' if sampled else ''}"
+            return f"[red]{n['differing']:,} differ{sample}[/]"
+        runs = [str(len(n["schedules"]))] if c.name == "schedules" else []
+        runs += ["sample"] if sample else []
+        return f"identical ({', '.join(runs)})" if runs else "identical"
     if c.name == "reference-fd":
         return (
             f"agrees (+/-{n['error_bar']:.0e})" if c.verdict == "pass" else "[yellow]disagrees[/]"
@@ -158,12 +158,7 @@ def renderables(report: Report) -> Iterator[RenderableType]:
             sampled.setdefault(case["repeats_on"], []).append(case["name"])
     if sampled:
         on = "; ".join(f"{', '.join(names)}: {text}" for text, names in sampled.items())
-        yield Text(
-            "ran once on the whole grid (on every core) and compared there; the thread orders, the "
-            f"other alignment and the race check repeat on a sample of the blocks ({on}): every "
-            "block runs the same code, so an order, alignment or race bug shows there as in the rest",
-            style="dim",
-        )
+        yield Text(repeat_note(f"a sample of the blocks ({on})", "block"), style="dim")
     shown: set[tuple[str, str, str]] = set()
     detailed = 0
     for c in report.findings:

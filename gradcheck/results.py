@@ -17,10 +17,19 @@ if TYPE_CHECKING:
 Verdict = Literal["pass", "fd-noise", "kernel-bug", "inconclusive"]
 SCHEMA = "gradcheck.report"
 SCHEMA_VERSION = 2
-# Exit code of `gradcheck run` for each verdict (inconclusive: 1 under --strict).
 # The likely cause of a kernel bug whose evidence names none (diagnose.likely_cause).
 UNNAMED_CAUSE = "see DIAGNOSTIC_GUIDE.md#kernel-bug"
+# Exit code of `gradcheck run` for each verdict (inconclusive: 1 under --strict).
 EXIT_CODES: dict[str, int] = {"pass": 0, "fd-noise": 0, "kernel-bug": 1, "inconclusive": 0}
+
+
+def repeat_note(on: str, unit: str) -> str:
+    """What a case whose repeats ran on a sample of its blocks (``on``) did, and why that holds."""
+    return (
+        "ran once on the whole grid, on every core, and compared there; the thread orders, the "
+        f"other alignment and the race check repeat on {on}: every {unit} runs the same code, so "
+        "an order, alignment or race bug shows there as in the rest"
+    )
 
 
 @dataclass(frozen=True)

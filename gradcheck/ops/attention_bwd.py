@@ -42,7 +42,7 @@ GUIDE = "DIAGNOSTIC_GUIDE.md"
 MAX_SCORES = 1 << 30
 # A case of more scores than this runs its repeats (thread orders, alignment, race check) on a
 # sample of its query rows, at least MIN_REPEAT_ROWS a head: one head at seq 8192 is 64M scores,
-# and the race check runs its blocks on one thread (12 s at seq 2048, 16 times that at 8192).
+# and the race check runs its blocks on one thread (12 s for a head at seq 2048, 4M scores).
 REPEAT_SCORES = SAMPLE_ELEMENTS
 MIN_REPEAT_ROWS = 64
 
